@@ -1,0 +1,37 @@
+// swift-tools-version:5.9
+import PackageDescription
+
+// Layout and dependency rules: ../shared/DESIGN.md. Net knows nothing of MPI,
+// HDF5, files or argv; Cams imports Net only; DistTrain wires everything.
+let package = Package(
+    name: "disttrain",
+    products: [
+        .executable(name: "disttrain", targets: ["disttrain"]),
+        .library(name: "Net", targets: ["Net"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // C shims: a modulemap plus a header of static inline wrappers for the
+        // macros Swift cannot import (the _NumericsShims pattern).
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
+                       providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CImage", path: "Sources/CImage", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev", "libjpeg-dev"])]),
+        .target(name: "Net", dependencies: ["CBLAS"],
+                swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+        .target(name: "Cams", dependencies: ["Net"]),
+        .target(name: "DistTrain", dependencies: [
+            "Net", "Cams", "CMPI", "CHDF5", "CImage",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "disttrain", dependencies: ["DistTrain"]),
+        .testTarget(name: "NetTests", dependencies: ["Net", "DistTrain"]),
+        .testTarget(name: "DistTrainTests", dependencies: ["DistTrain", "Net", "Cams"]),
+    ]
+)

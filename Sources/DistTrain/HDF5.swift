@@ -1,0 +1,253 @@
+import CHDF5
+import Foundation
+
+// A small checked wrapper over the HDF5 C API: files, groups, float/int
+// datasets (optionally chunked with Fletcher32), string and numeric attributes.
+// Every failure throws an error that names the file and the object.
+
+public struct HDF5Error: Error, CustomStringConvertible {
+    public let description: String
+    init(_ s: String) { description = s }
+}
+
+public final class HDF5File {
+    public let path: String
+    let id: hid_t
+
+    public enum Mode { case read, readWrite, create }
+
+    public init(_ path: String, _ mode: Mode = .read) throws {
+        disttrain_h5_silence_errors()
+        self.path = path
+        switch mode {
+        case .read:
+            guard FileManager.default.fileExists(atPath: path) else { throw HDF5Error("no such file '\(path)'") }
+            id = H5Fopen(path, disttrain_h5f_acc_rdonly(), disttrain_h5p_default())
+        case .readWrite:
+            id = H5Fopen(path, disttrain_h5f_acc_rdwr(), disttrain_h5p_default())
+        case .create:
+            id = H5Fcreate(path, disttrain_h5f_acc_trunc(), disttrain_h5p_default(), disttrain_h5p_default())
+        }
+        if id < 0 { throw HDF5Error("cannot open HDF5 file '\(path)' (not HDF5, truncated or unreadable)") }
+    }
+
+    deinit { H5Fclose(id) }
+
+    public func flush() { H5Fflush(id, H5F_SCOPE_GLOBAL) }
+
+    public func exists(_ name: String) -> Bool {
+        // Check each path component, as H5Lexists requires.
+        var prefix = ""
+        for part in name.split(separator: "/") {
+            prefix += (prefix.isEmpty ? "" : "/") + part
+            if H5Lexists(id, prefix, disttrain_h5p_default()) <= 0 { return false }
+        }
+        return true
+    }
+
+    /// Creates the groups of a path ("a/b/c" creates a and a/b).
+    func ensureParents(_ name: String) throws {
+        let parts = name.split(separator: "/").dropLast()
+        var prefix = ""
+        for part in parts {
+            prefix += (prefix.isEmpty ? "" : "/") + part
+            if H5Lexists(id, prefix, disttrain_h5p_default()) <= 0 {
+                let g = H5Gcreate2(id, prefix, disttrain_h5p_default(), disttrain_h5p_default(), disttrain_h5p_default())
+                if g < 0 { throw HDF5Error("\(path): cannot create group '\(prefix)'") }
+                H5Gclose(g)
+            }
+        }
+    }
+
+    /// Names of the members of a group ("" or "/" for the root).
+    public func members(_ group: String = "/") throws -> [String] {
+        let g = H5Gopen2(id, group.isEmpty ? "/" : group, disttrain_h5p_default())
+        if g < 0 { throw HDF5Error("\(path) has no group '\(group)'") }
+        defer { H5Gclose(g) }
+        var info = H5G_info_t()
+        H5Gget_info(g, &info)
+        var names: [String] = []
+        for i in 0..<info.nlinks {
+            let n = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, disttrain_h5p_default())
+            var buf = [CChar](repeating: 0, count: Int(n) + 1)
+            H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buf, Int(n) + 1, disttrain_h5p_default())
+            names.append(String(cString: buf))
+        }
+        return names
+    }
+
+    public func shape(_ name: String) throws -> [Int] {
+        let d = try openDataset(name)
+        defer { H5Dclose(d) }
+        return dims(d)
+    }
+
+    func openDataset(_ name: String) throws -> hid_t {
+        guard exists(name) else { throw HDF5Error("\(path) has no dataset '\(name)'") }
+        let d = H5Dopen2(id, name, disttrain_h5p_default())
+        if d < 0 { throw HDF5Error("\(path): cannot open dataset '\(name)'") }
+        return d
+    }
+
+    func dims(_ d: hid_t) -> [Int] {
+        let s = H5Dget_space(d)
+        defer { H5Sclose(s) }
+        let r = Int(H5Sget_simple_extent_ndims(s))
+        var dims = [hsize_t](repeating: 0, count: max(r, 1))
+        H5Sget_simple_extent_dims(s, &dims, nil)
+        return r == 0 ? [] : dims.map { Int($0) }
+    }
+
+    /// Reads any numeric dataset converted to Float.
+    public func readFloats(_ name: String) throws -> (shape: [Int], values: [Float]) {
+        let d = try openDataset(name)
+        defer { H5Dclose(d) }
+        let shape = dims(d)
+        var v = [Float](repeating: 0, count: shape.reduce(1, *))
+        let st = v.withUnsafeMutableBytes {
+            H5Dread(d, disttrain_h5t_native_float(), disttrain_h5s_all(), disttrain_h5s_all(), disttrain_h5p_default(), $0.baseAddress)
+        }
+        if st < 0 { throw HDF5Error("\(path): cannot read dataset '\(name)' (corrupt or checksum mismatch)") }
+        return (shape, v)
+    }
+
+    public func readInt64s(_ name: String) throws -> (shape: [Int], values: [Int64]) {
+        let d = try openDataset(name)
+        defer { H5Dclose(d) }
+        let shape = dims(d)
+        var v = [Int64](repeating: 0, count: shape.reduce(1, *))
+        let st = v.withUnsafeMutableBytes {
+            H5Dread(d, disttrain_h5t_native_int64(), disttrain_h5s_all(), disttrain_h5s_all(), disttrain_h5p_default(), $0.baseAddress)
+        }
+        if st < 0 { throw HDF5Error("\(path): cannot read dataset '\(name)' (corrupt or checksum mismatch)") }
+        return (shape, v)
+    }
+
+    /// Writes a dataset of `memType` elements. `chunked` adds a chunk layout
+    /// with Fletcher32 checksums (scalars cannot be chunked).
+    func write(_ name: String, shape: [Int], memType: hid_t, fileType: hid_t, chunked: Bool,
+               _ bytes: UnsafeRawPointer) throws {
+        try ensureParents(name)
+        var dims = shape.map { hsize_t($0) }
+        let space = shape.isEmpty ? H5Screate(H5S_SCALAR) : H5Screate_simple(Int32(shape.count), &dims, nil)
+        defer { H5Sclose(space) }
+        let dcpl = H5Pcreate(disttrain_h5p_dataset_create())
+        defer { H5Pclose(dcpl) }
+        if chunked && !shape.isEmpty && shape.reduce(1, *) > 0 {
+            var chunk = dims
+            H5Pset_chunk(dcpl, Int32(chunk.count), &chunk)
+            H5Pset_fletcher32(dcpl)
+        }
+        if exists(name) { H5Ldelete(id, name, disttrain_h5p_default()) }
+        let d = H5Dcreate2(id, name, fileType, space, disttrain_h5p_default(), dcpl, disttrain_h5p_default())
+        if d < 0 { throw HDF5Error("\(path): cannot create dataset '\(name)'") }
+        defer { H5Dclose(d) }
+        if H5Dwrite(d, memType, disttrain_h5s_all(), disttrain_h5s_all(), disttrain_h5p_default(), bytes) < 0 {
+            throw HDF5Error("\(path): cannot write dataset '\(name)'")
+        }
+    }
+
+    public func write(_ name: String, shape: [Int], floats: [Float], chunked: Bool = true) throws {
+        precondition(shape.reduce(1, *) == floats.count, "\(name): shape \(shape) for \(floats.count) values")
+        try floats.withUnsafeBytes {
+            try write(name, shape: shape, memType: disttrain_h5t_native_float(), fileType: disttrain_h5t_native_float(),
+                      chunked: chunked, $0.baseAddress!)
+        }
+    }
+
+    public func write(_ name: String, shape: [Int], int64s: [Int64], chunked: Bool = true) throws {
+        precondition(shape.reduce(1, *) == int64s.count)
+        try int64s.withUnsafeBytes {
+            try write(name, shape: shape, memType: disttrain_h5t_native_int64(), fileType: disttrain_h5t_native_int64(),
+                      chunked: chunked, $0.baseAddress!)
+        }
+    }
+
+    // MARK: attributes (on the root group or on a named object)
+
+    public func setAttribute(_ key: String, _ value: String, on object: String = "/") throws {
+        let obj = H5Oopen(id, object, disttrain_h5p_default())
+        if obj < 0 { throw HDF5Error("\(path) has no object '\(object)'") }
+        defer { H5Oclose(obj) }
+        if H5Aexists(obj, key) > 0 { H5Adelete(obj, key) }
+        let t = H5Tcopy(disttrain_h5t_c_s1())
+        defer { H5Tclose(t) }
+        H5Tset_size(t, disttrain_h5t_variable())
+        H5Tset_cset(t, H5T_CSET_UTF8)
+        let space = H5Screate(H5S_SCALAR)
+        defer { H5Sclose(space) }
+        let a = H5Acreate2(obj, key, t, space, disttrain_h5p_default(), disttrain_h5p_default())
+        if a < 0 { throw HDF5Error("\(path): cannot create attribute '\(key)'") }
+        defer { H5Aclose(a) }
+        try value.withCString { cs in
+            var p: UnsafePointer<CChar>? = cs
+            if H5Awrite(a, t, &p) < 0 { throw HDF5Error("\(path): cannot write attribute '\(key)'") }
+        }
+    }
+
+    public func setAttribute(_ key: String, _ value: Double, on object: String = "/") throws {
+        let obj = H5Oopen(id, object, disttrain_h5p_default())
+        if obj < 0 { throw HDF5Error("\(path) has no object '\(object)'") }
+        defer { H5Oclose(obj) }
+        if H5Aexists(obj, key) > 0 { H5Adelete(obj, key) }
+        let space = H5Screate(H5S_SCALAR)
+        defer { H5Sclose(space) }
+        let a = H5Acreate2(obj, key, disttrain_h5t_native_double(), space, disttrain_h5p_default(), disttrain_h5p_default())
+        if a < 0 { throw HDF5Error("\(path): cannot create attribute '\(key)'") }
+        defer { H5Aclose(a) }
+        var v = value
+        if H5Awrite(a, disttrain_h5t_native_double(), &v) < 0 { throw HDF5Error("\(path): cannot write attribute '\(key)'") }
+    }
+
+    public func stringAttribute(_ key: String, on object: String = "/") throws -> String? {
+        let obj = H5Oopen(id, object, disttrain_h5p_default())
+        if obj < 0 { throw HDF5Error("\(path) has no object '\(object)'") }
+        defer { H5Oclose(obj) }
+        guard H5Aexists(obj, key) > 0 else { return nil }
+        let a = H5Aopen(obj, key, disttrain_h5p_default())
+        defer { H5Aclose(a) }
+        let ft = H5Aget_type(a)
+        defer { H5Tclose(ft) }
+        guard H5Tget_class(ft) == H5T_STRING else { return nil }
+        if H5Tis_variable_str(ft) > 0 {
+            let mt = H5Tcopy(disttrain_h5t_c_s1())
+            defer { H5Tclose(mt) }
+            H5Tset_size(mt, disttrain_h5t_variable())
+            H5Tset_cset(mt, H5Tget_cset(ft))  // HDF5 converts no character sets
+            var p: UnsafeMutablePointer<CChar>? = nil
+            if H5Aread(a, mt, &p) < 0 { throw HDF5Error("\(path): cannot read attribute '\(key)'") }
+            defer { free(p) }
+            return p.map { String(cString: $0) }
+        }
+        let n = H5Tget_size(ft)
+        var buf = [CChar](repeating: 0, count: n + 1)
+        if H5Aread(a, ft, &buf) < 0 { throw HDF5Error("\(path): cannot read attribute '\(key)'") }
+        return String(cString: buf)
+    }
+
+    public func doubleAttribute(_ key: String, on object: String = "/") throws -> Double? {
+        let obj = H5Oopen(id, object, disttrain_h5p_default())
+        if obj < 0 { throw HDF5Error("\(path) has no object '\(object)'") }
+        defer { H5Oclose(obj) }
+        guard H5Aexists(obj, key) > 0 else { return nil }
+        let a = H5Aopen(obj, key, disttrain_h5p_default())
+        defer { H5Aclose(a) }
+        var v = 0.0
+        if H5Aread(a, disttrain_h5t_native_double(), &v) < 0 { throw HDF5Error("\(path): cannot read attribute '\(key)'") }
+        return v
+    }
+}
+
+extension HDF5File {
+    public func readDoubles(_ name: String) throws -> (shape: [Int], values: [Double]) {
+        let d = try openDataset(name)
+        defer { H5Dclose(d) }
+        let shape = dims(d)
+        var v = [Double](repeating: 0, count: shape.reduce(1, *))
+        let st = v.withUnsafeMutableBytes {
+            H5Dread(d, disttrain_h5t_native_double(), disttrain_h5s_all(), disttrain_h5s_all(), disttrain_h5p_default(), $0.baseAddress)
+        }
+        if st < 0 { throw HDF5Error("\(path): cannot read dataset '\(name)' (corrupt or checksum mismatch)") }
+        return (shape, v)
+    }
+}

@@ -1,0 +1,172 @@
+// BatchNorm2d (Ioffe & Szegedy 2015) with an optional fused ReLU.
+//
+// Shapes: x, y (N, C, H, W); statistics per channel over m = N*H*W values.
+// Train:  mu = mean(x), var = mean((x - mu)^2) (biased, used to normalise),
+//         xhat = (x - mu) * istd, istd = 1 / sqrt(var + eps), y = gamma*xhat + beta;
+//         running_mean += momentum * (mu - running_mean),
+//         running_var  += momentum * (var * m/(m-1) - running_var)   (unbiased, as PyTorch),
+//         num_batches_tracked += 1.
+// Eval:   the running statistics replace mu and var.
+// Cached for backward: mu and istd per channel, and a reference to x
+// (the producing conv's output, which nothing overwrites before backward).
+//
+// Backward (train), with sums over the m values of a channel:
+//   dbeta = sum(dy), dgamma = sum(dy * xhat),
+//   dx = gamma * istd * (dy - dbeta/m - xhat * dgamma/m).
+// In eval mode the statistics are constants: dx = gamma * istd * dy.
+// With the fused ReLU, y > 0 exactly where the pre-activation is > 0, so the
+// mask comes from y itself and dy is zeroed where y == 0.
+
+public final class BatchNorm2d {
+    public let C: Int
+    public let eps: Float = 1e-5
+    public let momentum: Float = 0.1
+    public let fusedReLU: Bool
+    public let weight, bias: ParamRef
+    let runningMean, runningVar, tracked: ParamRef
+    unowned let store: ParameterStore
+    /// Train mode uses batch statistics and updates the running ones.
+    public var training = true
+    public let output = Tensor()
+    public let dinput = Tensor()
+    private var input: Tensor?
+    private var mean: [Float], istd: [Float]
+    private var usedBatchStats = true
+
+    public init(store: ParameterStore, name: String, C: Int, relu: Bool) {
+        self.C = C; self.store = store; self.fusedReLU = relu
+        weight = store.declare(name + ".weight", [C], .parameter)
+        bias = store.declare(name + ".bias", [C], .parameter)
+        runningMean = store.declare(name + ".running_mean", [C], .buffer)
+        runningVar = store.declare(name + ".running_var", [C], .buffer)
+        tracked = store.declare(name + ".num_batches_tracked", [], .counter)
+        mean = Array(repeating: 0, count: C)
+        istd = Array(repeating: 1, count: C)
+    }
+
+    /// weight 1, bias 0, running mean 0, running var 1, counter 0.
+    public func resetParameters(zeroWeight: Bool = false) {
+        let g = store.values + weight.offset, b = store.values + bias.offset
+        let rm = store.buffers + runningMean.offset, rv = store.buffers + runningVar.offset
+        for c in 0..<C { g[c] = zeroWeight ? 0 : 1; b[c] = 0; rm[c] = 0; rv[c] = 1 }
+        store.counters[tracked.offset] = 0
+    }
+
+    @discardableResult
+    public func forward(_ x: Tensor) -> Tensor {
+        let N = x.shape[0], HW = x.shape[2] * x.shape[3]
+        precondition(x.shape[1] == C, "batchnorm expects \(C) channels, got \(x.shape)")
+        output.resize(x.shape)
+        input = x
+        usedBatchStats = training
+        let xp = x.data, yp = output.data
+        let g = store.values + weight.offset, b = store.values + bias.offset
+        let rm = store.buffers + runningMean.offset, rv = store.buffers + runningVar.offset
+        let m = N * HW, C = self.C, eps = self.eps, momentum = self.momentum, relu = fusedReLU
+        let training = self.training
+        mean.withUnsafeMutableBufferPointer { meanp in
+        istd.withUnsafeMutableBufferPointer { istdp in
+            Parallel.chunks(C, grain: 1) { lo, hi in
+                for c in lo..<hi {
+                    var mu: Float, inv: Float
+                    if training {
+                        // Two passes in Double for the statistics: m reaches 400k at
+                        // 224x224 x 32, where a float running sum loses digits.
+                        var s = 0.0
+                        for n in 0..<N {
+                            let row = xp + (n * C + c) * HW
+                            var t: Float = 0
+                            for p in 0..<HW { t += row[p] }
+                            s += Double(t)
+                        }
+                        let mu64 = s / Double(m)
+                        mu = Float(mu64)
+                        var ss = 0.0
+                        for n in 0..<N {
+                            let row = xp + (n * C + c) * HW
+                            var t: Float = 0
+                            for p in 0..<HW { let d = row[p] - mu; t += d * d }
+                            ss += Double(t)
+                        }
+                        let v = ss / Double(m)
+                        inv = Float(1.0 / (v + Double(eps)).squareRoot())
+                        let unbiased = m > 1 ? v * Double(m) / Double(m - 1) : v
+                        rm[c] = (1 - momentum) * rm[c] + momentum * mu
+                        rv[c] = (1 - momentum) * rv[c] + momentum * Float(unbiased)
+                    } else {
+                        mu = rm[c]
+                        inv = 1 / (rv[c] + eps).squareRoot()
+                    }
+                    meanp[c] = mu; istdp[c] = inv
+                    let scale = g[c] * inv, shift = b[c] - mu * scale
+                    for n in 0..<N {
+                        let src = xp + (n * C + c) * HW, dst = yp + (n * C + c) * HW
+                        if relu {
+                            for p in 0..<HW { dst[p] = max(src[p] * scale + shift, 0) }
+                        } else {
+                            for p in 0..<HW { dst[p] = src[p] * scale + shift }
+                        }
+                    }
+                }
+            }
+        }
+        }
+        if training { store.counters[tracked.offset] += 1 }
+        return output
+    }
+
+    /// dy = dL/dy. Accumulates dgamma, dbeta (unless frozen); writes dinput.
+    public func backward(_ dy: Tensor) {
+        guard let x = input else { preconditionFailure("batchnorm backward before forward") }
+        let N = x.shape[0], HW = x.shape[2] * x.shape[3], C = self.C
+        dinput.resize(x.shape)
+        let xp = x.data, yp = output.data, dyp = dy.data, dxp = dinput.data
+        let g = store.values + weight.offset
+        let frozen = store.isFrozen(weight)
+        let dg = store.grads + weight.offset, db = store.grads + bias.offset
+        let m = Float(N * HW), relu = fusedReLU, batchStats = usedBatchStats
+        mean.withUnsafeBufferPointer { meanp in
+        istd.withUnsafeBufferPointer { istdp in
+            Parallel.chunks(C, grain: 1) { lo, hi in
+                for c in lo..<hi {
+                    let mu = meanp[c], inv = istdp[c]
+                    // Sums of dy and dy*xhat (after the ReLU mask).
+                    var sdy = 0.0, sdyx = 0.0
+                    for n in 0..<N {
+                        let off = (n * C + c) * HW
+                        let xr = xp + off, yr = yp + off, dr = dyp + off
+                        var a: Float = 0, bsum: Float = 0
+                        if relu {
+                            for p in 0..<HW {
+                                let d = yr[p] > 0 ? dr[p] : 0
+                                a += d; bsum += d * (xr[p] - mu)
+                            }
+                        } else {
+                            for p in 0..<HW { let d = dr[p]; a += d; bsum += d * (xr[p] - mu) }
+                        }
+                        sdy += Double(a); sdyx += Double(bsum)
+                    }
+                    let sumDy = Float(sdy), sumDyXhat = Float(sdyx) * inv
+                    if !frozen { db[c] += sumDy; dg[c] += sumDyXhat }
+                    let k = g[c] * inv
+                    // dx = k * (dy - sumDy/m - xhat * sumDyXhat/m), xhat = (x - mu)*inv
+                    let a1 = batchStats ? sumDy / m : 0
+                    let a2 = batchStats ? sumDyXhat / m * inv : 0
+                    for n in 0..<N {
+                        let off = (n * C + c) * HW
+                        let xr = xp + off, yr = yp + off, dr = dyp + off, out = dxp + off
+                        if relu {
+                            for p in 0..<HW {
+                                let d = yr[p] > 0 ? dr[p] : 0
+                                out[p] = k * (d - a1 - (xr[p] - mu) * a2)
+                            }
+                        } else {
+                            for p in 0..<HW { out[p] = k * (dr[p] - a1 - (xr[p] - mu) * a2) }
+                        }
+                    }
+                }
+            }
+        }
+        }
+    }
+}

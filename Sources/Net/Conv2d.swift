@@ -1,0 +1,251 @@
+// 2-D convolution by im2col + sgemm, forward and backward side by side.
+//
+// Shapes (defined once for this file):
+//   x  (N, C, H, W)        input, NCHW
+//   w  (OC, C, KH, KW)     = the (OC, K) matrix with K = C*KH*KW, rows (c, kh, kw)
+//   y  (N, OC, OH, OW)     OH = (H + 2*pad - KH) / stride + 1, P = OH*OW
+//   col (K, G*P)           im2col of G images side by side: col[k, g*P + p]
+//
+// Images are processed in groups of G so that each GEMM has at least
+// `targetColumns` columns (deep layers have tiny P = OH*OW, and a (OC, K)x(K, 49)
+// GEMM runs far below peak). With G == 1 the GEMM writes y[n] in place; with
+// G > 1 it writes a staging (OC, G*P) matrix that is scattered into NCHW.
+// 1x1 stride-1 unpadded convolutions (ResNet-50's bottlenecks) skip im2col:
+// x[n] already is the (C, P) column matrix.
+//
+// The column matrix is not kept between forward and backward (it would cost
+// K*P floats per image per layer); backward rebuilds it.
+
+public final class Conv2d {
+    public let C, OC, KH, KW, stride, pad: Int
+    public let weight: ParamRef
+    public let bias: ParamRef?
+    unowned let store: ParameterStore
+    let ws: Workspace
+    public let output = Tensor()
+    /// dL/dx, written (not accumulated) by backward when requested.
+    public let dinput = Tensor()
+    private var input: Tensor?
+    /// Minimum GEMM width (columns) a group of images aims for; a tuning knob.
+    nonisolated(unsafe) public static var targetColumns = 2048
+
+    public init(store: ParameterStore, ws: Workspace, name: String, C: Int, OC: Int,
+                kernel: Int, stride: Int = 1, pad: Int = 0, bias: Bool = false) {
+        self.C = C; self.OC = OC; self.KH = kernel; self.KW = kernel
+        self.stride = stride; self.pad = pad
+        self.store = store; self.ws = ws
+        weight = store.declare(name + ".weight", [OC, C, kernel, kernel], .parameter)
+        self.bias = bias ? store.declare(name + ".bias", [OC], .parameter) : nil
+    }
+
+    var K: Int { C * KH * KW }
+    var isPointwise: Bool { KH == 1 && KW == 1 && stride == 1 && pad == 0 }
+
+    func outSize(_ H: Int, _ W: Int) -> (Int, Int) {
+        ((H + 2 * pad - KH) / stride + 1, (W + 2 * pad - KW) / stride + 1)
+    }
+
+    func groupSize(N: Int, P: Int) -> Int {
+        if isPointwise { return 1 }
+        return max(1, min(N, (Conv2d.targetColumns + P - 1) / P))
+    }
+
+    /// y = conv(x) (+ bias). Keeps a reference to x for backward.
+    @discardableResult
+    public func forward(_ x: Tensor) -> Tensor {
+        let N = x.shape[0], H = x.shape[2], W = x.shape[3]
+        precondition(x.shape[1] == C, "conv expects \(C) channels, got \(x.shape)")
+        let (OH, OW) = outSize(H, W)
+        let P = OH * OW, K = self.K
+        output.resize([N, OC, OH, OW])
+        input = x
+        let w = store.values + weight.offset
+        let xp = x.data, yp = output.data
+        let G = groupSize(N: N, P: P)
+        var n0 = 0
+        while n0 < N {
+            let g = min(G, N - n0)
+            if isPointwise {
+                sgemm(M: OC, N: P, K: K, A: w, lda: K, B: xp + n0 * C * H * W, ldb: P,
+                      beta: 0, C: yp + n0 * OC * P, ldc: P)
+            } else {
+                let col = ws.slot(0, K * g * P)
+                im2col(xp + n0 * C * H * W, g: g, H: H, W: W, OH: OH, OW: OW, col: col)
+                if g == 1 {
+                    sgemm(M: OC, N: P, K: K, A: w, lda: K, B: col, ldb: P, beta: 0, C: yp + n0 * OC * P, ldc: P)
+                } else {
+                    let stage = ws.slot(1, OC * g * P)
+                    sgemm(M: OC, N: g * P, K: K, A: w, lda: K, B: col, ldb: g * P, beta: 0, C: stage, ldc: g * P)
+                    // stage[oc, i*P + p] -> y[n0+i, oc, p]
+                    Parallel.chunks(g * OC, grain: 8) { lo, hi in
+                        for r in lo..<hi {
+                            let i = r / OC, oc = r % OC
+                            (yp + ((n0 + i) * OC + oc) * P).update(from: stage + oc * g * P + i * P, count: P)
+                        }
+                    }
+                }
+            }
+            n0 += g
+        }
+        if let b = bias {
+            let bp = store.values + b.offset
+            for n in 0..<N {
+                for oc in 0..<OC {
+                    let v = bp[oc], row = yp + (n * OC + oc) * P
+                    for p in 0..<P { row[p] += v }
+                }
+            }
+        }
+        return output
+    }
+
+    /// Given dy = dL/dy: accumulates dL/dw (and dL/db) into the gradient buffer
+    /// unless frozen, and writes dL/dx into `dinput` when `needInputGrad`.
+    public func backward(_ dy: Tensor, needInputGrad: Bool) {
+        guard let x = input else { preconditionFailure("conv backward before forward") }
+        let N = x.shape[0], H = x.shape[2], W = x.shape[3]
+        let (OH, OW) = outSize(H, W)
+        let P = OH * OW, K = self.K
+        let frozen = store.isFrozen(weight)
+        let w = store.values + weight.offset
+        let dw = store.grads + weight.offset
+        let xp = x.data, dyp = dy.data
+        if needInputGrad {
+            dinput.resize(x.shape)
+            if !isPointwise { dinput.zero() }
+        }
+        if !frozen, let b = bias {
+            let db = store.grads + b.offset
+            for n in 0..<N {
+                for oc in 0..<OC {
+                    let row = dyp + (n * OC + oc) * P
+                    var s: Float = 0
+                    for p in 0..<P { s += row[p] }
+                    db[oc] += s
+                }
+            }
+        }
+        if frozen && !needInputGrad { return }
+        let dxp = dinput.data
+        let G = groupSize(N: N, P: P)
+        var n0 = 0
+        while n0 < N {
+            let g = min(G, N - n0)
+            // dY of the group as an (OC, g*P) matrix.
+            let dyg: UnsafeMutablePointer<Float>
+            if g == 1 {
+                dyg = dyp + n0 * OC * P
+            } else {
+                dyg = ws.slot(1, OC * g * P)
+                Parallel.chunks(g * OC, grain: 8) { lo, hi in
+                    for r in lo..<hi {
+                        let i = r / OC, oc = r % OC
+                        (dyg + oc * g * P + i * P).update(from: dyp + ((n0 + i) * OC + oc) * P, count: P)
+                    }
+                }
+            }
+            if isPointwise {
+                let xn = xp + n0 * C * H * W
+                if !frozen {
+                    sgemm(transB: true, M: OC, N: K, K: P, A: dyg, lda: P, B: xn, ldb: P, beta: 1, C: dw, ldc: K)
+                }
+                if needInputGrad {
+                    sgemm(transA: true, M: K, N: P, K: OC, A: w, lda: K, B: dyg, ldb: P,
+                          beta: 0, C: dxp + n0 * C * H * W, ldc: P)
+                }
+            } else {
+                let col = ws.slot(0, K * g * P)
+                if !frozen {
+                    im2col(xp + n0 * C * H * W, g: g, H: H, W: W, OH: OH, OW: OW, col: col)
+                    // dW (OC, K) += dY (OC, gP) * col^T (gP, K)
+                    sgemm(transB: true, M: OC, N: K, K: g * P, A: dyg, lda: g * P, B: col, ldb: g * P,
+                          beta: 1, C: dw, ldc: K)
+                }
+                if needInputGrad {
+                    // dcol (K, gP) = W^T (K, OC) * dY (OC, gP), then scatter-add into dx.
+                    sgemm(transA: true, M: K, N: g * P, K: OC, A: w, lda: K, B: dyg, ldb: g * P,
+                          beta: 0, C: col, ldc: g * P)
+                    col2im(col, g: g, H: H, W: W, OH: OH, OW: OW, dx: dxp + n0 * C * H * W)
+                }
+            }
+            n0 += g
+        }
+    }
+
+    /// Valid output columns [lo, hi) for kernel offset k: those with
+    /// 0 <= o*stride - pad + k < size.
+    @inline(__always)
+    func validRange(k: Int, size: Int, out: Int) -> (Int, Int) {
+        // o >= (pad - k) / stride, rounded up; o <= (size - 1 + pad - k) / stride.
+        let a = pad - k
+        let lo = a <= 0 ? 0 : (a + stride - 1) / stride
+        let b = size - 1 + pad - k
+        let hi = b < 0 ? 0 : min(out, b / stride + 1)
+        return (min(lo, hi), hi)
+    }
+
+    /// col[(c*KH + kh)*KW + kw, i*P + oh*OW + ow] = x[i, c, oh*s - pad + kh, ow*s - pad + kw] (0 outside).
+    func im2col(_ x: UnsafeMutablePointer<Float>, g: Int, H: Int, W: Int, OH: Int, OW: Int,
+                col: UnsafeMutablePointer<Float>) {
+        let P = OH * OW, ld = g * P, C = self.C, KH = self.KH, KW = self.KW, s = stride, pad = self.pad
+        Parallel.chunks(C * KH * KW, grain: 4) { lo, hi in
+            for row in lo..<hi {
+                let c = row / (KH * KW), kh = (row / KW) % KH, kw = row % KW
+                let (owLo, owHi) = self.validRange(k: kw, size: W, out: OW)
+                for i in 0..<g {
+                    let xc = x + (i * C + c) * H * W
+                    var dst = col + row * ld + i * P
+                    for oh in 0..<OH {
+                        let ih = oh * s - pad + kh
+                        if ih < 0 || ih >= H {
+                            dst.update(repeating: 0, count: OW)
+                        } else {
+                            let src = xc + ih * W - pad + kw
+                            for ow in 0..<owLo { dst[ow] = 0 }
+                            if s == 1 {
+                                (dst + owLo).update(from: src + owLo, count: owHi - owLo)
+                            } else {
+                                for ow in owLo..<owHi { dst[ow] = src[ow * s] }
+                            }
+                            for ow in owHi..<OW { dst[ow] = 0 }
+                        }
+                        dst += OW
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of im2col: dx[i, c, ih, iw] += col[row, i*P + p] for every
+    /// (row, p) that im2col read from (ih, iw). Parallel over channels, so no
+    /// two threads write the same dx element.
+    func col2im(_ col: UnsafeMutablePointer<Float>, g: Int, H: Int, W: Int, OH: Int, OW: Int,
+                dx: UnsafeMutablePointer<Float>) {
+        let P = OH * OW, ld = g * P, C = self.C, KH = self.KH, KW = self.KW, s = stride, pad = self.pad
+        Parallel.chunks(C, grain: 1) { lo, hi in
+            for c in lo..<hi {
+                for kh in 0..<KH {
+                    for kw in 0..<KW {
+                        let row = (c * KH + kh) * KW + kw
+                        let (owLo, owHi) = self.validRange(k: kw, size: W, out: OW)
+                        for i in 0..<g {
+                            let dxc = dx + (i * C + c) * H * W
+                            let src = col + row * ld + i * P
+                            for oh in 0..<OH {
+                                let ih = oh * s - pad + kh
+                                if ih < 0 || ih >= H { continue }
+                                let d = dxc + ih * W - pad + kw
+                                let r = src + oh * OW
+                                if s == 1 {
+                                    for ow in owLo..<owHi { d[ow] += r[ow] }
+                                } else {
+                                    for ow in owLo..<owHi { d[ow * s] += r[ow] }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

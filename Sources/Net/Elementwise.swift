@@ -1,0 +1,38 @@
+// Residual add with the ReLU that follows it in both ResNet blocks:
+// y = max(a + b, 0); backward: d = dy where y > 0, else 0 (the same d flows
+// to both branches).
+
+public final class AddReLU {
+    public let output = Tensor()
+    /// dL/da = dL/db.
+    public let dinput = Tensor()
+    public init() {}
+
+    @discardableResult
+    public func forward(_ a: Tensor, _ b: Tensor) -> Tensor {
+        precondition(a.shape == b.shape, "residual add of \(a.shape) and \(b.shape)")
+        output.resize(a.shape)
+        let ap = a.data, bp = b.data, yp = output.data
+        Parallel.chunks(a.count, grain: 1 << 16) { lo, hi in
+            for i in lo..<hi { yp[i] = max(ap[i] + bp[i], 0) }
+        }
+        return output
+    }
+
+    public func backward(_ dy: Tensor) {
+        dinput.resize(output.shape)
+        let yp = output.data, dyp = dy.data, dp = dinput.data
+        Parallel.chunks(output.count, grain: 1 << 16) { lo, hi in
+            for i in lo..<hi { dp[i] = yp[i] > 0 ? dyp[i] : 0 }
+        }
+    }
+}
+
+/// out += a, elementwise (gradients meeting where branches merge).
+func addInPlace(_ out: Tensor, _ a: Tensor) {
+    precondition(out.count == a.count)
+    let o = out.data, s = a.data
+    Parallel.chunks(out.count, grain: 1 << 16) { lo, hi in
+        for i in lo..<hi { o[i] += s[i] }
+    }
+}

@@ -1,0 +1,111 @@
+// Max pooling (any kernel/stride/padding; ResNet uses 3x3 s2 p1) and adaptive
+// average pooling to 1x1.
+//
+// Shapes: x (N, C, H, W) -> y (N, C, OH, OW) for max pooling, (N, C) for the
+// global average (flattened, as torchvision's `torch.flatten(x, 1)`).
+
+public final class MaxPool2d {
+    public let kernel, stride, pad: Int
+    public let output = Tensor()
+    public let dinput = Tensor()
+    /// Flat index into x[n, c] (h*W + w) of each output's maximum.
+    private var argmax: [Int32] = []
+    private var inShape: [Int] = []
+
+    public init(kernel: Int = 3, stride: Int = 2, pad: Int = 1) {
+        self.kernel = kernel; self.stride = stride; self.pad = pad
+    }
+
+    /// Padding counts as -inf; ties keep the first maximum in (kh, kw) scan
+    /// order, as PyTorch's CPU kernel does.
+    @discardableResult
+    public func forward(_ x: Tensor) -> Tensor {
+        let N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+        let OH = (H + 2 * pad - kernel) / stride + 1, OW = (W + 2 * pad - kernel) / stride + 1
+        output.resize([N, C, OH, OW])
+        inShape = x.shape
+        if argmax.count < output.count { argmax = Array(repeating: 0, count: output.count) }
+        let xp = x.data, yp = output.data
+        let k = kernel, s = stride, pad = self.pad
+        argmax.withUnsafeMutableBufferPointer { am in
+            let amp = am.baseAddress!
+            Parallel.chunks(N * C, grain: 4) { lo, hi in
+                for nc in lo..<hi {
+                    let src = xp + nc * H * W, dst = yp + nc * OH * OW, idx = amp + nc * OH * OW
+                    for oh in 0..<OH {
+                        let h0 = oh * s - pad
+                        for ow in 0..<OW {
+                            let w0 = ow * s - pad
+                            var best = -Float.infinity, bi: Int32 = -1
+                            for kh in 0..<k {
+                                let ih = h0 + kh
+                                if ih < 0 || ih >= H { continue }
+                                for kw in 0..<k {
+                                    let iw = w0 + kw
+                                    if iw < 0 || iw >= W { continue }
+                                    let v = src[ih * W + iw]
+                                    if v > best || v.isNaN { best = v; bi = Int32(ih * W + iw) }
+                                }
+                            }
+                            dst[oh * OW + ow] = best
+                            idx[oh * OW + ow] = bi
+                        }
+                    }
+                }
+            }
+        }
+        return output
+    }
+
+    /// dx[argmax] += dy.
+    public func backward(_ dy: Tensor) {
+        dinput.resize(inShape)
+        dinput.zero()
+        let NC = inShape[0] * inShape[1], HW = inShape[2] * inShape[3]
+        let OHW = output.shape[2] * output.shape[3]
+        let dyp = dy.data, dxp = dinput.data
+        argmax.withUnsafeBufferPointer { am in
+            let amp = am.baseAddress!
+            Parallel.chunks(NC, grain: 4) { lo, hi in
+                for nc in lo..<hi {
+                    let d = dxp + nc * HW, g = dyp + nc * OHW, idx = amp + nc * OHW
+                    for o in 0..<OHW where idx[o] >= 0 { d[Int(idx[o])] += g[o] }
+                }
+            }
+        }
+    }
+}
+
+public final class GlobalAvgPool {
+    public let output = Tensor()
+    public let dinput = Tensor()
+    private var inShape: [Int] = []
+    public init() {}
+
+    /// y[n, c] = mean over (h, w) of x[n, c].
+    @discardableResult
+    public func forward(_ x: Tensor) -> Tensor {
+        let N = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3]
+        inShape = x.shape
+        output.resize([N, C])
+        let inv = 1 / Float(HW)
+        for nc in 0..<(N * C) {
+            let row = x.data + nc * HW
+            var s: Float = 0
+            for p in 0..<HW { s += row[p] }
+            output.data[nc] = s * inv
+        }
+        return output
+    }
+
+    /// dx[n, c, h, w] = dy[n, c] / (H*W).
+    public func backward(_ dy: Tensor) {
+        dinput.resize(inShape)
+        let NC = inShape[0] * inShape[1], HW = inShape[2] * inShape[3]
+        let inv = 1 / Float(HW)
+        for nc in 0..<NC {
+            let v = dy.data[nc] * inv, row = dinput.data + nc * HW
+            for p in 0..<HW { row[p] = v }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+// ResNet-18/34/50 (He et al. 2016) with torchvision's structure and names.
+//
+// One type, configured by a value (as swift-models' ResNet): `Arch` carries
+// the blocks per stage and the block kind. BasicBlock and Bottleneck differ
+// by their `expansion` (1 and 4). ResNet-50 is "v1.5": the stride of a
+// downsampling bottleneck sits on its 3x3 conv2, not on the 1x1 conv1, as in
+// torchvision (slightly more accurate, slightly slower).
+//
+// Names and order are torchvision's state_dict keys: conv1, bn1, layer1..4
+// with blocks `layerS.B.{conv1,bn1,conv2,bn2[,conv3,bn3][,downsample.0,downsample.1]}`, fc.
+
+public enum Arch: String, Codable, CaseIterable, Sendable {
+    case resnet18, resnet34, resnet50
+
+    public var layerBlockSizes: [Int] {
+        switch self {
+        case .resnet18: return [2, 2, 2, 2]
+        case .resnet34, .resnet50: return [3, 4, 6, 3]
+        }
+    }
+    public var usesBasicBlocks: Bool { self != .resnet50 }
+    public var expansion: Int { usesBasicBlocks ? 1 : 4 }
+}
+
+public struct ResNetConfig: Codable, Sendable, Equatable {
+    public var arch: Arch
+    public var inChannels: Int
+    public var numClasses: Int
+    /// Channels of the stem and layer1 (torchvision: 64); smaller for tests.
+    public var width: Int
+    /// Zero-init the last BN of each residual branch, so every block starts
+    /// as the identity (Goyal et al. 2017); torchvision's `zero_init_residual`.
+    public var zeroInitResidual: Bool
+
+    public init(arch: Arch = .resnet18, inChannels: Int = 1, numClasses: Int = 2, width: Int = 64,
+                zeroInitResidual: Bool = false) {
+        self.arch = arch; self.inChannels = inChannels; self.numClasses = numClasses
+        self.width = width; self.zeroInitResidual = zeroInitResidual
+    }
+}
+
+/// A conv followed by its BN (ReLU fused into the BN when `relu`).
+struct ConvBN {
+    let conv: Conv2d
+    let bn: BatchNorm2d
+    init(_ store: ParameterStore, _ ws: Workspace, conv cname: String, bn bname: String,
+         C: Int, OC: Int, kernel: Int, stride: Int, pad: Int, relu: Bool) {
+        conv = Conv2d(store: store, ws: ws, name: cname, C: C, OC: OC, kernel: kernel, stride: stride, pad: pad)
+        bn = BatchNorm2d(store: store, name: bname, C: OC, relu: relu)
+    }
+    func forward(_ x: Tensor) -> Tensor { bn.forward(conv.forward(x)) }
+    /// Returns dL/dx (conv.dinput) when needed.
+    func backward(_ dy: Tensor, needInputGrad: Bool) -> Tensor {
+        bn.backward(dy)
+        conv.backward(bn.dinput, needInputGrad: needInputGrad)
+        return conv.dinput
+    }
+}
+
+/// BasicBlock (two 3x3) or Bottleneck (1x1, 3x3, 1x1), with the optional
+/// 1x1-conv + BN projection shortcut `downsample`.
+public final class ResidualBlock {
+    public let name: String
+    let branch: [ConvBN]
+    let downsample: ConvBN?
+    let add = AddReLU()
+    /// dL/d(block output) seen by the last backward (for CAM capture).
+    public private(set) var lastOutputGrad: Tensor?
+    private var input: Tensor?
+
+    init(_ store: ParameterStore, _ ws: Workspace, name: String, basic: Bool, inplanes: Int, planes: Int, stride: Int) {
+        self.name = name
+        let p = name + "."
+        let out = planes * (basic ? 1 : 4)
+        if basic {
+            branch = [
+                ConvBN(store, ws, conv: p + "conv1", bn: p + "bn1", C: inplanes, OC: planes, kernel: 3, stride: stride, pad: 1, relu: true),
+                ConvBN(store, ws, conv: p + "conv2", bn: p + "bn2", C: planes, OC: planes, kernel: 3, stride: 1, pad: 1, relu: false),
+            ]
+        } else {
+            branch = [
+                ConvBN(store, ws, conv: p + "conv1", bn: p + "bn1", C: inplanes, OC: planes, kernel: 1, stride: 1, pad: 0, relu: true),
+                ConvBN(store, ws, conv: p + "conv2", bn: p + "bn2", C: planes, OC: planes, kernel: 3, stride: stride, pad: 1, relu: true),
+                ConvBN(store, ws, conv: p + "conv3", bn: p + "bn3", C: planes, OC: out, kernel: 1, stride: 1, pad: 0, relu: false),
+            ]
+        }
+        if stride != 1 || inplanes != out {
+            downsample = ConvBN(store, ws, conv: p + "downsample.0", bn: p + "downsample.1",
+                                C: inplanes, OC: out, kernel: 1, stride: stride, pad: 0, relu: false)
+        } else {
+            downsample = nil
+        }
+    }
+
+    public var output: Tensor { add.output }
+    var batchNorms: [BatchNorm2d] { branch.map(\.bn) + (downsample.map { [$0.bn] } ?? []) }
+    var convs: [Conv2d] { branch.map(\.conv) + (downsample.map { [$0.conv] } ?? []) }
+
+    func forward(_ x: Tensor) -> Tensor {
+        input = x
+        var h = x
+        for cb in branch { h = cb.forward(h) }
+        let identity = downsample?.forward(x) ?? x
+        return add.forward(h, identity)
+    }
+
+    /// Returns dL/dx (a buffer owned by the first conv of the branch).
+    func backward(_ dy: Tensor) -> Tensor {
+        lastOutputGrad = dy
+        add.backward(dy)
+        var d = add.dinput
+        for cb in branch.reversed() { d = cb.backward(d, needInputGrad: true) }
+        if let ds = downsample {
+            addInPlace(d, ds.backward(add.dinput, needInputGrad: true))
+        } else {
+            addInPlace(d, add.dinput)
+        }
+        return d
+    }
+}
+
+public final class ResNet {
+    public let config: ResNetConfig
+    public let store = ParameterStore()
+    public let workspace = Workspace()
+    let stem: ConvBN
+    let maxpool = MaxPool2d(kernel: 3, stride: 2, pad: 1)
+    /// layers[s][b] is `layer{s+1}.{b}`.
+    public let layers: [[ResidualBlock]]
+    let avgpool = GlobalAvgPool()
+    let fc: Linear
+    /// Features entering fc.
+    public let featureCount: Int
+    public private(set) var training = true
+
+    public init(_ config: ResNetConfig) {
+        self.config = config
+        let w = config.width
+        stem = ConvBN(store, workspace, conv: "conv1", bn: "bn1", C: config.inChannels, OC: w,
+                      kernel: 7, stride: 2, pad: 3, relu: true)
+        var inplanes = w
+        var stages: [[ResidualBlock]] = []
+        for (s, blocks) in config.arch.layerBlockSizes.enumerated() {
+            let planes = w << s
+            var stage: [ResidualBlock] = []
+            for b in 0..<blocks {
+                let blk = ResidualBlock(store, workspace, name: "layer\(s + 1).\(b)", basic: config.arch.usesBasicBlocks,
+                                        inplanes: inplanes, planes: planes, stride: (b == 0 && s > 0) ? 2 : 1)
+                inplanes = planes * config.arch.expansion
+                stage.append(blk)
+            }
+            stages.append(stage)
+        }
+        layers = stages
+        featureCount = inplanes
+        fc = Linear(store: store, name: "fc", IN: inplanes, OUT: config.numClasses)
+        store.seal()
+    }
+
+    var allBatchNorms: [(String, BatchNorm2d)] {
+        var r: [(String, BatchNorm2d)] = [("bn1", stem.bn)]
+        for stage in layers { for b in stage { for bn in b.batchNorms { r.append((b.name, bn)) } } }
+        return r
+    }
+    var allConvs: [Conv2d] { [stem.conv] + layers.flatMap { $0.flatMap(\.convs) } }
+
+    // MARK: initialisation
+
+    /// torchvision's init: convs Kaiming normal (fan_out, ReLU gain), BN weight
+    /// 1 bias 0, fc as nn.Linear (uniform +-1/sqrt(fan_in) for weight and bias).
+    /// The same seed gives the same bits.
+    public func initialize(seed: UInt64) {
+        var rng = Xoshiro256(seed: seed)
+        for conv in allConvs {
+            let fanOut = conv.OC * conv.KH * conv.KW
+            let std = (2.0 / Double(fanOut)).squareRoot()
+            let p = store.values + conv.weight.offset
+            for i in 0..<conv.weight.count { p[i] = Float(rng.normal() * std) }
+        }
+        for (_, bn) in allBatchNorms { bn.resetParameters() }
+        if config.zeroInitResidual {
+            for stage in layers { for b in stage { b.branch.last!.bn.resetParameters(zeroWeight: true) } }
+        }
+        let bound = 1 / Double(fc.IN).squareRoot()
+        let wp = store.values + fc.weight.offset, bp = store.values + fc.bias.offset
+        for i in 0..<fc.weight.count { wp[i] = Float(rng.uniform(-bound, bound)) }
+        for i in 0..<fc.bias.count { bp[i] = Float(rng.uniform(-bound, bound)) }
+    }
+
+    // MARK: modes
+
+    /// Train mode: BN uses batch statistics. Eval: running statistics.
+    public func setTraining(_ on: Bool) {
+        training = on
+        for (_, bn) in allBatchNorms { bn.training = on }
+    }
+
+    /// Puts the BNs of the blocks whose name starts with one of `prefixes` in
+    /// eval mode (frozen backbone in transfer learning); others follow `training`.
+    public func freezeBatchNorm(prefixes: [String]) {
+        for (owner, bn) in allBatchNorms {
+            bn.training = training && !prefixes.contains(where: { owner.hasPrefix($0) || $0.isEmpty })
+        }
+    }
+
+    // MARK: forward / backward
+
+    /// x (N, inChannels, H, W) -> logits (N, numClasses).
+    @discardableResult
+    public func forward(_ x: Tensor) -> Tensor {
+        var h = maxpool.forward(stem.forward(x))
+        for stage in layers { for b in stage { h = b.forward(h) } }
+        return fc.forward(avgpool.forward(h))
+    }
+
+    /// Backward from dL/dlogits; accumulates every parameter gradient.
+    /// `needInputGrad` also computes dL/dx into `inputGradient`.
+    public func backward(_ dlogits: Tensor, needInputGrad: Bool = false) {
+        fc.backward(dlogits)
+        avgpool.backward(fc.dinput)
+        var d = avgpool.dinput
+        for stage in layers.reversed() { for b in stage.reversed() { d = b.backward(d) } }
+        maxpool.backward(d)
+        _ = stem.backward(maxpool.dinput, needInputGrad: needInputGrad)
+    }
+
+    /// dL/dx from the last `backward(_:needInputGrad: true)`.
+    public var inputGradient: Tensor { stem.conv.dinput }
+
+    /// The logits of the last forward.
+    public var logits: Tensor { fc.output }
+
+    // MARK: capture (for CAMs)
+
+    /// Names that `activation(named:)` and `gradient(named:)` know: `layerS`,
+    /// `layerS.B` (block outputs) and `maxpool`.
+    public var capturableLayers: [String] {
+        ["maxpool"] + layers.enumerated().flatMap { s, st in ["layer\(s + 1)"] + st.map(\.name) }
+    }
+
+    private func block(named name: String) -> ResidualBlock? {
+        for (s, stage) in layers.enumerated() {
+            if name == "layer\(s + 1)" { return stage.last }
+            if let b = stage.first(where: { $0.name == name }) { return b }
+        }
+        return nil
+    }
+
+    /// The output of a named layer in the last forward (N, C, h, w).
+    public func activation(named name: String) -> Tensor? {
+        if name == "maxpool" { return maxpool.output }
+        return block(named: name)?.output
+    }
+
+    /// dL/d(output of the named layer) from the last backward.
+    public func gradient(named name: String) -> Tensor? {
+        if name == "maxpool" { return layers.first?.first?.lastOutputGrad == nil ? nil : maxpoolGrad }
+        return block(named: name)?.lastOutputGrad
+    }
+    private var maxpoolGrad: Tensor? { layers[0][0].branch[0].conv.dinput }
+}

@@ -1,0 +1,3 @@
+import DistTrain
+
+DistTrainCommand.main()

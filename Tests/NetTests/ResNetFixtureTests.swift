@@ -1,0 +1,100 @@
+import DistTrain
+import Foundation
+import Net
+import XCTest
+
+/// Whole networks against torchvision (resnet18.h5, resnet50.h5 from
+/// make_fixtures.py): state_dict keys and shapes; logits, loss, gradient of
+/// the input and of every parameter after one train-mode step; BN running
+/// statistics after it; and the change of every state_dict entry over 3 SGD
+/// (momentum, weight decay) and 3 AdamW steps.
+///
+/// The reference is PyTorch in float64. The criterion, per tensor, is the
+/// relative L2 error ||ours - ref|| / ||ref|| <= max(floor, 3 * err32), where
+/// err32 is PyTorch's own float32 error on that tensor (stored in the file):
+/// we must be about as accurate as PyTorch's float32 CPU path. Floors:
+/// 1e-4 for logits and loss, 2e-3 for gradients and buffers, 5e-3 for the
+/// 3-step changes (AdamW's first steps move each weight by about lr whatever
+/// the gradient's size, which magnifies rounding where gradients are tiny).
+final class ResNetFixtureTests: XCTestCase {
+    func testResNet18KeysAndShapes() throws { try checkKeys(.resnet18, channels: 1, file: "resnet18_keys.txt") }
+    func testResNet50KeysAndShapes() throws { try checkKeys(.resnet50, channels: 3, file: "resnet50_keys.txt") }
+
+    func checkKeys(_ arch: Arch, channels: Int, file: String) throws {
+        let text = try String(contentsOfFile: fixturesDir + "/" + file, encoding: .utf8)
+        let ref = text.split(separator: "\n").map { String($0) }
+        let net = ResNet(ResNetConfig(arch: arch, inChannels: channels, numClasses: 2))
+        let ours = net.store.entries.map { e in "\(e.name) \(e.shape.isEmpty ? "scalar" : e.shape.map(String.init).joined(separator: "x"))" }
+        XCTAssertEqual(ours.count, ref.count, "number of state_dict entries")
+        for (a, b) in zip(ours, ref) where a != b { XCTFail("ours '\(a)' vs torchvision '\(b)'"); break }
+    }
+
+    func testResNet18MatchesPyTorch() throws { try checkNetwork("resnet18.h5", arch: .resnet18) }
+    func testResNet50MatchesPyTorch() throws { try checkNetwork("resnet50.h5", arch: .resnet50) }
+
+    final class Checker {
+        let f: HDF5File
+        var worst: (Double, String) = (0, "")
+        var checked = 0
+        init(_ f: HDF5File) { self.f = f }
+
+        func check(_ path: String, _ ours: [Float], floor: Double, file: StaticString = #filePath, line: UInt = #line) throws {
+            let (a, b) = try fixturePair(f, path, ours)
+            let err = relativeL2(a, b)
+            let err32 = try f.readDoubles("err32/" + path.replacingOccurrences(of: "/", with: "|")).values[0]
+            let bound = max(floor, 3 * err32)
+            checked += 1
+            if err / bound > worst.0 { worst = (err / bound, path) }
+            if !(err <= bound) {
+                let i = zip(a, b).enumerated().max { abs($0.1.0 - $0.1.1) < abs($1.1.0 - $1.1.1) }!.offset
+                XCTFail("\(path): relative L2 error \(err) > \(bound) (PyTorch float32: \(err32)); worst index \(i): ours \(a[i]) vs \(b[i])",
+                        file: file, line: line)
+            }
+        }
+    }
+
+    func checkNetwork(_ name: String, arch: Arch) throws {
+        let f = try fixture(name)
+        let x = try tensor(f, "input")
+        let labels = try f.readInt64s("labels").values.map { Int($0) }
+        let net = ResNet(ResNetConfig(arch: arch, inChannels: x.shape[1], numClasses: 2))
+        fillFormula(net)
+        let initial = net.store.entries.map { net.store.read($0) }
+        let ce = CrossEntropy()
+        let d = Tensor()
+        let c = Checker(f)
+
+        net.store.zeroGrads()
+        let logits = net.forward(x)
+        try c.check("logits", logits.array, floor: 1e-4)
+        let loss = ce.forwardBackward(logits: logits, labels: labels, dlogits: d)
+        try c.check("loss", [loss], floor: 1e-4)
+        net.backward(d, needInputGrad: true)
+        try c.check("input_grad", net.inputGradient.array, floor: 2e-3)
+        for e in net.store.namedParameters() { try c.check("grads/" + e.name, net.store.readGrad(e), floor: 2e-3) }
+        for e in net.store.entries where e.kind != .parameter {
+            try c.check("buffers_after_1/" + e.name, net.store.read(e), floor: 2e-3)
+        }
+
+        for (kind, lr) in [(OptimizerKind.sgd, 0.01), (.adamw, 1e-3)] {
+            for (e, v) in zip(net.store.entries, initial) { net.store.write(e, v) }
+            var cfg = OptimizerConfig(kind: kind)
+            if kind == .sgd { cfg.momentum = 0.9; cfg.weightDecay = 1e-4 } else { cfg.weightDecay = 0.01 }
+            let opt = Optimizer(cfg, store: net.store)
+            var losses: [Float] = []
+            for _ in 0..<3 {
+                net.store.zeroGrads()
+                losses.append(ce.forwardBackward(logits: net.forward(x), labels: labels, dlogits: d))
+                net.backward(d)
+                opt.step(lr: lr)
+            }
+            let k = kind.rawValue
+            try c.check(k + "/losses", losses, floor: 1e-4)
+            for (e, v0) in zip(net.store.entries, initial) {
+                let delta = zip(net.store.read(e), v0).map { Float(Double($0) - Double($1)) }
+                try c.check("\(k)/delta/" + e.name, delta, floor: 5e-3)
+            }
+        }
+        print("\(name): \(c.checked) tensors checked; closest to its bound: \(c.worst.1) at \(String(format: "%.2f", c.worst.0)) of it")
+    }
+}
