@@ -50,8 +50,7 @@ struct ThreadOptions: ParsableArguments {
     func apply() -> Int {
         let env = ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap(Int.init)
         let n = threads ?? env ?? ProcessInfo.processInfo.activeProcessorCount
-        BLAS.setThreads(n)
-        Parallel.threads = n
+        Parallel.configure(threads: n)
         return n
     }
 }
@@ -98,6 +97,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Untimed warm-up steps.") var warmup: Int = 2
     @Option(help: "Timed steps.") var steps: Int = 8
     @Flag(help: "Print one machine-readable JSON line at the end.") var json = false
+    @Flag(help: "Time each kind of work (GEMM, im2col, BatchNorm, ...) over the timed steps.") var profile = false
+    @Option(help: ArgumentHelp("Minimum GEMM columns per image group in convolutions (tuning).", visibility: .hidden))
+    var gemmColumns: Int?
 
     func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
@@ -106,6 +108,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         let threads = threading.apply()
+        if let g = gemmColumns { Conv2d.targetColumns = g }
         let net = ResNet(model.config)
         net.initialize(seed: 0)
         let opt = Optimizer(OptimizerConfig(kind: .sgd, weightDecay: 1e-4), store: net.store)
@@ -114,6 +117,7 @@ struct Bench: ParsableCommand {
         let dlogits = Tensor()
         let ce = CrossEntropy()
         var times: [Double] = []
+        Profiler.enabled = profile
         for s in 0..<(warmup + steps) {
             let t0 = now()
             net.store.zeroGrads()
@@ -123,6 +127,7 @@ struct Bench: ParsableCommand {
             opt.step(lr: 0.01)
             let dt = now() - t0
             if s >= warmup { times.append(dt) }
+            if s == warmup - 1 || (warmup == 0 && s == -1) { Profiler.reset() }
             print(String(format: "%@ step %d: %.3f s, %.1f img/s, loss %.4f", s < warmup ? "warm-up" : "timed",
                          s + 1, dt, Double(batchSize) / dt, loss))
         }
@@ -131,6 +136,16 @@ struct Bench: ParsableCommand {
         let rss = peakRSSMiB()
         print(String(format: "disttrain %@ %dch %dx%d batch %d, %d threads: median %.3f s/step, %.2f img/s, peak RSS %.0f MiB",
                      model.arch.rawValue, model.channels, model.imageSize, model.imageSize, batchSize, threads, med, ips, rss))
+        if profile {
+            let total = times.reduce(0, +)
+            var accounted = 0.0
+            for (kind, t) in Profiler.report() {
+                accounted += t
+                print(String(format: "  %-22@ %7.3f s/step  %5.1f %%", kind as NSString, t / Double(steps), 100 * t / total))
+            }
+            print(String(format: "  %-22@ %7.3f s/step  %5.1f %%", "optimizer, unaccounted" as NSString,
+                         (total - accounted) / Double(steps), 100 * (total - accounted) / total))
+        }
         if json {
             print("{\"impl\": \"disttrain\", \"img_per_s\": \(ips), \"median_step_s\": \(med), \"peak_rss_mib\": \(rss)}")
         }

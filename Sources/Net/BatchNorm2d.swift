@@ -73,21 +73,11 @@ public final class BatchNorm2d {
                         // Two passes in Double for the statistics: m reaches 400k at
                         // 224x224 x 32, where a float running sum loses digits.
                         var s = 0.0
-                        for n in 0..<N {
-                            let row = xp + (n * C + c) * HW
-                            var t: Float = 0
-                            for p in 0..<HW { t += row[p] }
-                            s += Double(t)
-                        }
+                        for n in 0..<N { s += Double(vsum(xp + (n * C + c) * HW, HW)) }
                         let mu64 = s / Double(m)
                         mu = Float(mu64)
                         var ss = 0.0
-                        for n in 0..<N {
-                            let row = xp + (n * C + c) * HW
-                            var t: Float = 0
-                            for p in 0..<HW { let d = row[p] - mu; t += d * d }
-                            ss += Double(t)
-                        }
+                        for n in 0..<N { ss += Double(vsumSquaredDeviations(xp + (n * C + c) * HW, HW, mu)) }
                         let v = ss / Double(m)
                         inv = Float(1.0 / (v + Double(eps)).squareRoot())
                         let unbiased = m > 1 ? v * Double(m) / Double(m - 1) : v
@@ -134,17 +124,8 @@ public final class BatchNorm2d {
                     var sdy = 0.0, sdyx = 0.0
                     for n in 0..<N {
                         let off = (n * C + c) * HW
-                        let xr = xp + off, yr = yp + off, dr = dyp + off
-                        var a: Float = 0, bsum: Float = 0
-                        if relu {
-                            for p in 0..<HW {
-                                let d = yr[p] > 0 ? dr[p] : 0
-                                a += d; bsum += d * (xr[p] - mu)
-                            }
-                        } else {
-                            for p in 0..<HW { let d = dr[p]; a += d; bsum += d * (xr[p] - mu) }
-                        }
-                        sdy += Double(a); sdyx += Double(bsum)
+                        let (a, b) = vsumGradients(x: xp + off, y: yp + off, dy: dyp + off, HW, mu: mu, relu: relu)
+                        sdy += Double(a); sdyx += Double(b)
                     }
                     let sumDy = Float(sdy), sumDyXhat = Float(sdyx) * inv
                     if !frozen { db[c] += sumDy; dg[c] += sumDyXhat }

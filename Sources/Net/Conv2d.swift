@@ -28,6 +28,10 @@ public final class Conv2d {
     private var input: Tensor?
     /// Minimum GEMM width (columns) a group of images aims for; a tuning knob.
     nonisolated(unsafe) public static var targetColumns = 2048
+    /// Run 3x3 stride-1 convolutions as Winograd F(2x2, 3x3) (Winograd.swift).
+    nonisolated(unsafe) public static var winogradEnabled = true
+    /// Minimum tiles (GEMM columns) per image group in Winograd convolutions.
+    nonisolated(unsafe) public static var winogradColumns = 2048
 
     public init(store: ParameterStore, ws: Workspace, name: String, C: Int, OC: Int,
                 kernel: Int, stride: Int = 1, pad: Int = 0, bias: Bool = false) {
@@ -61,42 +65,58 @@ public final class Conv2d {
         input = x
         let w = store.values + weight.offset
         let xp = x.data, yp = output.data
+        if usesWinograd {
+            winogradForward(x)
+            addBias(N: N, P: P)
+            return output
+        }
         let G = groupSize(N: N, P: P)
         var n0 = 0
         while n0 < N {
             let g = min(G, N - n0)
             if isPointwise {
-                sgemm(M: OC, N: P, K: K, A: w, lda: K, B: xp + n0 * C * H * W, ldb: P,
-                      beta: 0, C: yp + n0 * OC * P, ldc: P)
+                Profiler.measure(.convGemm) {
+                    sgemm(M: OC, N: P, K: K, A: w, lda: K, B: xp + n0 * C * H * W, ldb: P,
+                          beta: 0, C: yp + n0 * OC * P, ldc: P)
+                }
             } else {
                 let col = ws.slot(0, K * g * P)
-                im2col(xp + n0 * C * H * W, g: g, H: H, W: W, OH: OH, OW: OW, col: col)
+                Profiler.measure(.im2col) { im2col(xp + n0 * C * H * W, g: g, H: H, W: W, OH: OH, OW: OW, col: col) }
                 if g == 1 {
-                    sgemm(M: OC, N: P, K: K, A: w, lda: K, B: col, ldb: P, beta: 0, C: yp + n0 * OC * P, ldc: P)
+                    Profiler.measure(.convGemm) {
+                        sgemm(M: OC, N: P, K: K, A: w, lda: K, B: col, ldb: P, beta: 0, C: yp + n0 * OC * P, ldc: P)
+                    }
                 } else {
                     let stage = ws.slot(1, OC * g * P)
-                    sgemm(M: OC, N: g * P, K: K, A: w, lda: K, B: col, ldb: g * P, beta: 0, C: stage, ldc: g * P)
+                    Profiler.measure(.convGemm) {
+                        sgemm(M: OC, N: g * P, K: K, A: w, lda: K, B: col, ldb: g * P, beta: 0, C: stage, ldc: g * P)
+                    }
                     // stage[oc, i*P + p] -> y[n0+i, oc, p]
+                    Profiler.measure(.staging) {
                     Parallel.chunks(g * OC, grain: 8) { lo, hi in
                         for r in lo..<hi {
                             let i = r / OC, oc = r % OC
                             (yp + ((n0 + i) * OC + oc) * P).update(from: stage + oc * g * P + i * P, count: P)
                         }
                     }
+                    }
                 }
             }
             n0 += g
         }
-        if let b = bias {
-            let bp = store.values + b.offset
-            for n in 0..<N {
-                for oc in 0..<OC {
-                    let v = bp[oc], row = yp + (n * OC + oc) * P
-                    for p in 0..<P { row[p] += v }
-                }
+        addBias(N: N, P: P)
+        return output
+    }
+
+    func addBias(N: Int, P: Int) {
+        guard let b = bias else { return }
+        let bp = store.values + b.offset, yp = output.data
+        for n in 0..<N {
+            for oc in 0..<OC {
+                let v = bp[oc], row = yp + (n * OC + oc) * P
+                for p in 0..<P { row[p] += v }
             }
         }
-        return output
     }
 
     /// Given dy = dL/dy: accumulates dL/dw (and dL/db) into the gradient buffer
@@ -112,7 +132,7 @@ public final class Conv2d {
         let xp = x.data, dyp = dy.data
         if needInputGrad {
             dinput.resize(x.shape)
-            if !isPointwise { dinput.zero() }
+            if !isPointwise { Profiler.measure(.im2col) { dinput.zero() } }
         }
         if !frozen, let b = bias {
             let db = store.grads + b.offset
@@ -126,6 +146,10 @@ public final class Conv2d {
             }
         }
         if frozen && !needInputGrad { return }
+        if usesWinograd {
+            winogradBackward(x, dy, needInputGrad: needInputGrad, frozen: frozen)
+            return
+        }
         let dxp = dinput.data
         let G = groupSize(N: N, P: P)
         var n0 = 0
@@ -137,35 +161,43 @@ public final class Conv2d {
                 dyg = dyp + n0 * OC * P
             } else {
                 dyg = ws.slot(1, OC * g * P)
-                Parallel.chunks(g * OC, grain: 8) { lo, hi in
-                    for r in lo..<hi {
-                        let i = r / OC, oc = r % OC
-                        (dyg + oc * g * P + i * P).update(from: dyp + ((n0 + i) * OC + oc) * P, count: P)
+                Profiler.measure(.staging) {
+                    Parallel.chunks(g * OC, grain: 8) { lo, hi in
+                        for r in lo..<hi {
+                            let i = r / OC, oc = r % OC
+                            (dyg + oc * g * P + i * P).update(from: dyp + ((n0 + i) * OC + oc) * P, count: P)
+                        }
                     }
                 }
             }
             if isPointwise {
                 let xn = xp + n0 * C * H * W
-                if !frozen {
-                    sgemm(transB: true, M: OC, N: K, K: P, A: dyg, lda: P, B: xn, ldb: P, beta: 1, C: dw, ldc: K)
-                }
-                if needInputGrad {
-                    sgemm(transA: true, M: K, N: P, K: OC, A: w, lda: K, B: dyg, ldb: P,
-                          beta: 0, C: dxp + n0 * C * H * W, ldc: P)
+                Profiler.measure(.convGemm) {
+                    if !frozen {
+                        sgemm(transB: true, M: OC, N: K, K: P, A: dyg, lda: P, B: xn, ldb: P, beta: 1, C: dw, ldc: K)
+                    }
+                    if needInputGrad {
+                        sgemm(transA: true, M: K, N: P, K: OC, A: w, lda: K, B: dyg, ldb: P,
+                              beta: 0, C: dxp + n0 * C * H * W, ldc: P)
+                    }
                 }
             } else {
                 let col = ws.slot(0, K * g * P)
                 if !frozen {
-                    im2col(xp + n0 * C * H * W, g: g, H: H, W: W, OH: OH, OW: OW, col: col)
+                    Profiler.measure(.im2col) { im2col(xp + n0 * C * H * W, g: g, H: H, W: W, OH: OH, OW: OW, col: col) }
                     // dW (OC, K) += dY (OC, gP) * col^T (gP, K)
-                    sgemm(transB: true, M: OC, N: K, K: g * P, A: dyg, lda: g * P, B: col, ldb: g * P,
-                          beta: 1, C: dw, ldc: K)
+                    Profiler.measure(.convGemm) {
+                        sgemm(transB: true, M: OC, N: K, K: g * P, A: dyg, lda: g * P, B: col, ldb: g * P,
+                              beta: 1, C: dw, ldc: K)
+                    }
                 }
                 if needInputGrad {
                     // dcol (K, gP) = W^T (K, OC) * dY (OC, gP), then scatter-add into dx.
-                    sgemm(transA: true, M: K, N: g * P, K: OC, A: w, lda: K, B: dyg, ldb: g * P,
-                          beta: 0, C: col, ldc: g * P)
-                    col2im(col, g: g, H: H, W: W, OH: OH, OW: OW, dx: dxp + n0 * C * H * W)
+                    Profiler.measure(.convGemm) {
+                        sgemm(transA: true, M: K, N: g * P, K: OC, A: w, lda: K, B: dyg, ldb: g * P,
+                              beta: 0, C: col, ldc: g * P)
+                    }
+                    Profiler.measure(.im2col) { col2im(col, g: g, H: H, W: W, OH: OH, OW: OW, dx: dxp + n0 * C * H * W) }
                 }
             }
             n0 += g

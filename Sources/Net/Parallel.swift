@@ -1,22 +1,34 @@
 import Foundation
 
-/// Thread count for Net's own loops (BN, ReLU, im2col, pooling); BLAS has its
-/// own threads. Set once at start-up (`Parallel.threads = n`), before training.
+/// Threads for the engine: GEMMs are split over them and so are its own
+/// loops (BN, ReLU, im2col, pooling). Set once at start-up with
+/// `Parallel.configure(threads:)`, before training.
 public enum Parallel {
-    nonisolated(unsafe) public static var threads: Int = 1
+    nonisolated(unsafe) public private(set) static var threads: Int = 1
+
+    /// Uses `n` threads for the engine and keeps OpenBLAS single-threaded.
+    public static func configure(threads n: Int) {
+        threads = max(1, n)
+        BLAS.setThreads(1)
+    }
 
     /// Runs body(lo, hi) over `0..<n` split into at most `threads` contiguous
-    /// chunks. Work below `grain` items runs inline on the caller.
+    /// chunks (boundaries rounded to multiples of `align`). Work below `grain`
+    /// items per thread runs inline on the caller.
     @inline(__always)
-    public static func chunks(_ n: Int, grain: Int = 1, _ body: (Int, Int) -> Void) {
+    public static func chunks(_ n: Int, grain: Int = 1, align: Int = 1, _ body: (Int, Int) -> Void) {
         let t = min(threads, max(1, n / max(grain, 1)))
         if t <= 1 || n <= 1 {
             body(0, n)
             return
         }
         DispatchQueue.concurrentPerform(iterations: t) { k in
-            let lo = n * k / t, hi = n * (k + 1) / t
-            if lo < hi { body(lo, hi) }
+            var lo = n * k / t, hi = n * (k + 1) / t
+            if align > 1 {
+                lo = k == 0 ? 0 : (lo + align - 1) / align * align
+                hi = k == t - 1 ? n : (hi + align - 1) / align * align
+            }
+            if lo < hi { body(lo, min(hi, n)) }
         }
     }
 }

@@ -48,10 +48,13 @@ struct ConvBN {
         conv = Conv2d(store: store, ws: ws, name: cname, C: C, OC: OC, kernel: kernel, stride: stride, pad: pad)
         bn = BatchNorm2d(store: store, name: bname, C: OC, relu: relu)
     }
-    func forward(_ x: Tensor) -> Tensor { bn.forward(conv.forward(x)) }
+    func forward(_ x: Tensor) -> Tensor {
+        let y = conv.forward(x)
+        return Profiler.measure(.batchNorm) { bn.forward(y) }
+    }
     /// Returns dL/dx (conv.dinput) when needed.
     func backward(_ dy: Tensor, needInputGrad: Bool) -> Tensor {
-        bn.backward(dy)
+        Profiler.measure(.batchNorm) { bn.backward(dy) }
         conv.backward(bn.dinput, needInputGrad: needInputGrad)
         return conv.dinput
     }
@@ -101,19 +104,20 @@ public final class ResidualBlock {
         var h = x
         for cb in branch { h = cb.forward(h) }
         let identity = downsample?.forward(x) ?? x
-        return add.forward(h, identity)
+        return Profiler.measure(.residual) { add.forward(h, identity) }
     }
 
     /// Returns dL/dx (a buffer owned by the first conv of the branch).
     func backward(_ dy: Tensor) -> Tensor {
         lastOutputGrad = dy
-        add.backward(dy)
+        Profiler.measure(.residual) { add.backward(dy) }
         var d = add.dinput
         for cb in branch.reversed() { d = cb.backward(d, needInputGrad: true) }
         if let ds = downsample {
-            addInPlace(d, ds.backward(add.dinput, needInputGrad: true))
+            let dd = ds.backward(add.dinput, needInputGrad: true)
+            Profiler.measure(.residual) { addInPlace(d, dd) }
         } else {
-            addInPlace(d, add.dinput)
+            Profiler.measure(.residual) { addInPlace(d, add.dinput) }
         }
         return d
     }
@@ -208,19 +212,22 @@ public final class ResNet {
     /// x (N, inChannels, H, W) -> logits (N, numClasses).
     @discardableResult
     public func forward(_ x: Tensor) -> Tensor {
-        var h = maxpool.forward(stem.forward(x))
+        let s = stem.forward(x)
+        var h = Profiler.measure(.pool) { maxpool.forward(s) }
         for stage in layers { for b in stage { h = b.forward(h) } }
-        return fc.forward(avgpool.forward(h))
+        let pooled = Profiler.measure(.pool) { avgpool.forward(h) }
+        return Profiler.measure(.other) { fc.forward(pooled) }
     }
 
     /// Backward from dL/dlogits; accumulates every parameter gradient.
     /// `needInputGrad` also computes dL/dx into `inputGradient`.
     public func backward(_ dlogits: Tensor, needInputGrad: Bool = false) {
-        fc.backward(dlogits)
-        avgpool.backward(fc.dinput)
+        Profiler.measure(.other) { fc.backward(dlogits) }
+        Profiler.measure(.pool) { avgpool.backward(fc.dinput) }
         var d = avgpool.dinput
         for stage in layers.reversed() { for b in stage.reversed() { d = b.backward(d) } }
-        maxpool.backward(d)
+        let dm = d
+        Profiler.measure(.pool) { maxpool.backward(dm) }
         _ = stem.backward(maxpool.dinput, needInputGrad: needInputGrad)
     }
 

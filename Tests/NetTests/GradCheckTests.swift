@@ -46,6 +46,35 @@ final class GradCheckTests: XCTestCase {
         }
     }
 
+    /// Winograd F(2x2, 3x3) against the im2col path, odd and even sizes, with
+    /// bias, one and several images per group: forward and both gradients.
+    func testWinogradMatchesDirectConvolution() {
+        let saved = (Conv2d.winogradEnabled, Conv2d.winogradColumns)
+        defer { (Conv2d.winogradEnabled, Conv2d.winogradColumns) = saved }
+        for (H, W, groupCols, bias) in [(7, 7, 1, false), (9, 8, 1, true), (8, 8, 4096, false), (5, 11, 20, true)] {
+            let store = ParameterStore()
+            let conv = Conv2d(store: store, ws: Workspace(), name: "c", C: 5, OC: 6, kernel: 3, stride: 1, pad: 1, bias: bias)
+            store.seal()
+            for i in 0..<store.parameterCount { store.values[i] = Float(rng.normal() * 0.3) }
+            let x = randomTensor([3, 5, H, W]), dy = randomTensor([3, 6, H, W])
+            var results: [[[Float]]] = []
+            for winograd in [false, true] {
+                Conv2d.winogradEnabled = winograd
+                Conv2d.winogradColumns = groupCols
+                store.zeroGrads()
+                let y = conv.forward(x).array
+                conv.backward(dy, needInputGrad: true)
+                results.append([y, conv.dinput.array] + store.entries.map { store.readGrad($0) })
+            }
+            for (k, name) in ["y", "dx", "dweight", "dbias"].prefix(results[0].count).enumerated() {
+                let a = results[1][k], b = results[0][k]
+                let scale = b.map { abs($0) }.max() ?? 1
+                let worst = zip(a, b).map { abs($0 - $1) }.max() ?? 0
+                XCTAssertLessThan(worst, 1e-5 * scale + 1e-6, "Winograd \(name) at \(H)x\(W), group \(groupCols): max diff \(worst)")
+            }
+        }
+    }
+
     func testConv2dGradients() {
         for (k, s, p, bias) in [(3, 1, 1, false), (3, 2, 1, true), (7, 2, 3, false), (1, 2, 0, false), (1, 1, 0, true)] {
             let store = ParameterStore()

@@ -6,11 +6,14 @@ import XCTest
 final class LayerFixtureTests: XCTestCase {
     func testConv2dMatchesPyTorch() throws {
         let f = try fixture("layers.h5")
-        let saved = Conv2d.targetColumns
-        defer { Conv2d.targetColumns = saved }
-        // 1: one image per GEMM (in place); 4096: several images per GEMM (staged).
-        for target in [1, 4096] {
+        let saved = (Conv2d.targetColumns, Conv2d.winogradEnabled, Conv2d.winogradColumns)
+        defer { (Conv2d.targetColumns, Conv2d.winogradEnabled, Conv2d.winogradColumns) = saved }
+        // im2col with one image per GEMM (in place) or several (staged); Winograd
+        // (3x3 stride 1) with one image per group or all of them.
+        for (target, winograd) in [(1, false), (4096, false), (1, true), (4096, true)] {
             Conv2d.targetColumns = target
+            Conv2d.winogradColumns = target
+            Conv2d.winogradEnabled = winograd
             for i in 0..<6 {
                 let g = "conv\(i)/"
                 let x = try tensor(f, g + "x")

@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""PyTorch's training step, identical to `disttrain bench`: torchvision ResNet
+with conv1 widened/narrowed to the input channels, synthetic data, cross-entropy,
+SGD momentum 0.9 (weight decay 1e-4), lr 0.01. Prints per-step times and a JSON line."""
+import argparse, json, resource, statistics, time
+import torch, torch.nn as nn, torch.nn.functional as F, torchvision
+
+p = argparse.ArgumentParser()
+p.add_argument("--arch", default="resnet18")
+p.add_argument("--channels", type=int, default=1)
+p.add_argument("--image-size", type=int, default=224)
+p.add_argument("--batch-size", type=int, default=32)
+p.add_argument("--warmup", type=int, default=2)
+p.add_argument("--steps", type=int, default=8)
+p.add_argument("--threads", type=int, default=2)
+a = p.parse_args()
+torch.set_num_threads(a.threads)
+torch.manual_seed(0)
+m = getattr(torchvision.models, a.arch)(num_classes=2)
+m.conv1 = nn.Conv2d(a.channels, 64, 7, 2, 3, bias=False)
+m.train()
+opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+x = torch.randn(a.batch_size, a.channels, a.image_size, a.image_size)
+y = torch.arange(a.batch_size) % 2
+times = []
+for s in range(a.warmup + a.steps):
+    t0 = time.perf_counter()
+    opt.zero_grad(set_to_none=False)
+    loss = F.cross_entropy(m(x), y)
+    loss.backward()
+    opt.step()
+    dt = time.perf_counter() - t0
+    if s >= a.warmup:
+        times.append(dt)
+    print(f"{'timed' if s >= a.warmup else 'warm-up'} step {s + 1}: {dt:.3f} s, {a.batch_size / dt:.1f} img/s, loss {loss.item():.4f}", flush=True)
+med = statistics.median(times)
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"pytorch {torch.__version__} {a.arch} {a.channels}ch {a.image_size}x{a.image_size} batch {a.batch_size}, {a.threads} threads: "
+      f"median {med:.3f} s/step, {a.batch_size / med:.2f} img/s, peak RSS {rss:.0f} MiB")
+print(json.dumps({"impl": "pytorch", "img_per_s": a.batch_size / med, "median_step_s": med, "peak_rss_mib": rss}))
