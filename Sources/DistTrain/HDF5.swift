@@ -251,3 +251,104 @@ extension HDF5File {
         return (shape, v)
     }
 }
+
+// MARK: images, strings, selections
+
+extension HDF5File {
+    /// Writes uint8 [N, C, H, W] chunked one image per chunk (so a rank reading
+    /// its shard touches only its own images), with Fletcher32.
+    public func writeImages(_ name: String, shape: [Int], bytes: [UInt8]) throws {
+        precondition(shape.count == 4 && shape.reduce(1, *) == bytes.count)
+        try ensureParents(name)
+        var dims = shape.map { hsize_t($0) }
+        let space = H5Screate_simple(4, &dims, nil)
+        defer { H5Sclose(space) }
+        let dcpl = H5Pcreate(disttrain_h5p_dataset_create())
+        defer { H5Pclose(dcpl) }
+        var chunk: [hsize_t] = [1, dims[1], dims[2], dims[3]]
+        if shape[0] > 0 { H5Pset_chunk(dcpl, 4, &chunk); H5Pset_fletcher32(dcpl) }
+        let d = H5Dcreate2(id, name, disttrain_h5t_native_uint8(), space, disttrain_h5p_default(), dcpl, disttrain_h5p_default())
+        if d < 0 { throw HDF5Error("\(path): cannot create dataset '\(name)'") }
+        defer { H5Dclose(d) }
+        let rc = bytes.withUnsafeBytes {
+            H5Dwrite(d, disttrain_h5t_native_uint8(), disttrain_h5s_all(), disttrain_h5s_all(), disttrain_h5p_default(), $0.baseAddress)
+        }
+        if rc < 0 { throw HDF5Error("\(path): cannot write dataset '\(name)'") }
+    }
+
+    /// Reads the rows `indices` of a uint8 [N, ...] dataset, one hyperslab
+    /// per row, into a contiguous [indices.count, ...] buffer.
+    public func readRows(_ name: String, indices: [Int]) throws -> (rowShape: [Int], bytes: [UInt8]) {
+        let d = try openDataset(name)
+        defer { H5Dclose(d) }
+        let shape = dims(d)
+        let rowShape = Array(shape.dropFirst())
+        let rowCount = rowShape.reduce(1, *)
+        var out = [UInt8](repeating: 0, count: rowCount * indices.count)
+        let fspace = H5Dget_space(d)
+        defer { H5Sclose(fspace) }
+        var mdims = [hsize_t(rowCount)]
+        let mspace = H5Screate_simple(1, &mdims, nil)
+        defer { H5Sclose(mspace) }
+        var count = [hsize_t(1)] + rowShape.map { hsize_t($0) }
+        for (k, i) in indices.enumerated() {
+            guard i >= 0 && i < shape[0] else { throw HDF5Error("\(path): row \(i) of '\(name)' out of range 0..<\(shape[0])") }
+            var start = [hsize_t(i)] + rowShape.map { _ in hsize_t(0) }
+            H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nil, &count, nil)
+            let rc = out.withUnsafeMutableBytes {
+                H5Dread(d, disttrain_h5t_native_uint8(), mspace, fspace, disttrain_h5p_default(), $0.baseAddress! + k * rowCount)
+            }
+            if rc < 0 { throw HDF5Error("\(path): cannot read row \(i) of '\(name)' (corrupt or checksum mismatch)") }
+        }
+        return (rowShape, out)
+    }
+
+    /// A 1-D dataset of variable-length UTF-8 strings.
+    public func writeStrings(_ name: String, _ values: [String]) throws {
+        try ensureParents(name)
+        let t = H5Tcopy(disttrain_h5t_c_s1())
+        defer { H5Tclose(t) }
+        H5Tset_size(t, disttrain_h5t_variable())
+        H5Tset_cset(t, H5T_CSET_UTF8)
+        var dims = [hsize_t(values.count)]
+        let space = H5Screate_simple(1, &dims, nil)
+        defer { H5Sclose(space) }
+        if exists(name) { H5Ldelete(id, name, disttrain_h5p_default()) }
+        let d = H5Dcreate2(id, name, t, space, disttrain_h5p_default(), disttrain_h5p_default(), disttrain_h5p_default())
+        if d < 0 { throw HDF5Error("\(path): cannot create dataset '\(name)'") }
+        defer { H5Dclose(d) }
+        let cstrings = values.map { strdup($0) }
+        defer { cstrings.forEach { free($0) } }
+        var ptrs = cstrings.map { UnsafePointer($0) }
+        if H5Dwrite(d, t, disttrain_h5s_all(), disttrain_h5s_all(), disttrain_h5p_default(), &ptrs) < 0 {
+            throw HDF5Error("\(path): cannot write dataset '\(name)'")
+        }
+    }
+
+    public func readStrings(_ name: String) throws -> [String] {
+        let d = try openDataset(name)
+        defer { H5Dclose(d) }
+        let n = dims(d).reduce(1, *)
+        let ft = H5Dget_type(d)
+        defer { H5Tclose(ft) }
+        let t = H5Tcopy(disttrain_h5t_c_s1())
+        defer { H5Tclose(t) }
+        H5Tset_size(t, disttrain_h5t_variable())
+        H5Tset_cset(t, H5Tget_cset(ft))
+        var ptrs = [UnsafeMutablePointer<CChar>?](repeating: nil, count: n)
+        if H5Dread(d, t, disttrain_h5s_all(), disttrain_h5s_all(), disttrain_h5p_default(), &ptrs) < 0 {
+            throw HDF5Error("\(path): cannot read strings '\(name)'")
+        }
+        defer { ptrs.forEach { free($0) } }
+        return ptrs.map { $0.map { String(cString: $0) } ?? "" }
+    }
+
+    public func write(_ name: String, doubles: [Double]) throws {
+        try doubles.withUnsafeBytes {
+            try write(name, shape: [doubles.count], memType: disttrain_h5t_native_double(),
+                      fileType: disttrain_h5t_native_double(), chunked: true, $0.baseAddress!)
+        }
+    }
+}
+
+func disttrain_h5t_native_double_() -> hid_t { disttrain_h5t_native_double() }

@@ -1,0 +1,231 @@
+import ArgumentParser
+import Foundation
+import Net
+
+extension Method: ExpressibleByArgument {}
+extension ScheduleKind: ExpressibleByArgument {}
+
+/// Runs `body` with MPI under mpirun (unless --debug), else as one process.
+/// After MPI_Init any error ends the whole job through MPI_Abort, so no rank
+/// waits forever in a collective its peer will never join.
+func withCommunicator(debug: Bool, threads: ThreadOptions, _ body: (Communicator) throws -> Void) throws {
+    let useMPI = MPICommunicator.launchedByMPI && !debug
+    if debug && MPICommunicator.launchedByMPI {
+        throw ValidationError("--debug runs one process without MPI; start it without mpirun")
+    }
+    _ = threads.apply()
+    if useMPI {
+        let comm = MPICommunicator()
+        do { try body(comm) } catch { comm.abort("\(error)") }
+        comm.finalize()
+    } else {
+        try body(SingleProcess())
+    }
+}
+
+struct TrainOptions: ParsableArguments {
+    @Option(help: "Training method: scratch (Kaiming init) or transfer (from --pretrained).")
+    var method: Method = .scratch
+    @Option(help: "Architecture: resnet18, resnet34 or resnet50.")
+    var arch: Arch = .resnet18
+    @Option(help: "Data: a folder (train.csv/val.csv/test.csv, or train/<class>/ folders), prepared once into a cache, or a prepared .h5.")
+    var data: String = "../shared/data/sars-cov-2-ct-224"
+    @Option(help: "Epochs.") var epochs: Int = 20
+    @Option(help: "Global batch size (split evenly over ranks).") var batchSize: Int = 32
+    @Option(help: "Peak learning rate for the global batch.") var lr: Double = 0.05
+    @Option(help: "Optimizer: sgd or adamw.") var optimizer: OptimizerKind = .sgd
+    @Option(help: "Weight decay.") var weightDecay: Double = 1e-4
+    @Option(help: "Learning-rate schedule after warm-up: constant, step or cosine.") var schedule: ScheduleKind = .cosine
+    @Option(help: "Linear warm-up, in epochs.") var warmupEpochs: Double = 1
+    @Option(help: "Training and evaluation resolution (square).") var imageSize: Int = 224
+    @Option(help: "Seed of initialisation, data order and augmentation.") var seed: UInt64 = 0
+    @Option(help: "Run folder (default: checkpoints/<method>).") var run: String?
+    @Option(help: "Label smoothing of the cross-entropy.") var labelSmoothing: Double = 0
+    @Flag(inversion: .prefixedNo, help: "Train-time augmentation (shift/scale/rotation, flip, brightness/contrast).")
+    var augment = true
+    @Option(help: "Epoch checkpoints to keep (last.h5 and best.h5 always stay).") var keepCheckpoints: Int = 3
+    @Option(help: ArgumentHelp("Channels of the stem (64 as torchvision; smaller for quick tests).", visibility: .hidden))
+    var width: Int = 64
+    @Option(help: "Stop after this many epochs of this invocation (0: run to --epochs); resume continues.")
+    var stopAfter: Int = 0
+
+    func validate() throws {
+        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
+        guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2") }
+        guard lr > 0 else { throw ValidationError("--lr must be positive") }
+        guard imageSize >= 32 else { throw ValidationError("--image-size must be at least 32") }
+        guard weightDecay >= 0, labelSmoothing >= 0, labelSmoothing < 1 else {
+            throw ValidationError("--weight-decay must be >= 0 and --label-smoothing in [0, 1)")
+        }
+        guard method == .scratch else { throw ValidationError("--method transfer needs the transfer-learning issue (not built yet); use --method scratch") }
+    }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a ResNet on the CT set (the default subcommand); under mpirun, data-parallel over ranks.",
+        discussion: """
+        Examples:
+          mpirun -n 4 disttrain --method scratch
+          disttrain --method scratch --debug --epochs 1 --image-size 112
+        Rank 0 writes the run folder: config.json, ckpt/{epoch-NNNN,last,best}.h5, metrics.csv, metrics.h5.
+        """)
+
+    @OptionGroup var options: TrainOptions
+    @OptionGroup var threading: ThreadOptions
+    @Flag(help: "One process without MPI, NaN/Inf checks after every step, verbose.") var debug = false
+
+    func run() throws {
+        try withCommunicator(debug: debug, threads: threading) { comm in
+            var cfg = TrainConfig()
+            let o = options
+            cfg.method = o.method; cfg.arch = o.arch; cfg.data = o.data; cfg.epochs = o.epochs
+            cfg.batchSize = o.batchSize; cfg.lr = o.lr; cfg.optimizer = o.optimizer; cfg.weightDecay = o.weightDecay
+            cfg.schedule = o.schedule; cfg.warmupEpochs = o.warmupEpochs; cfg.imageSize = o.imageSize; cfg.seed = o.seed
+            cfg.run = o.run ?? "checkpoints/\(o.method.rawValue)"
+            cfg.labelSmoothing = o.labelSmoothing; cfg.augment = o.augment; cfg.keepCheckpoints = o.keepCheckpoints
+            cfg.width = o.width; cfg.stopAfterEpochs = o.stopAfter
+            guard cfg.batchSize % comm.size == 0 else {
+                throw RuntimeError("--batch-size \(cfg.batchSize) does not split evenly over \(comm.size) ranks")
+            }
+            if comm.isRoot {
+                if FileManager.default.fileExists(atPath: cfg.run + "/ckpt/last.h5") {
+                    throw RuntimeError("run folder '\(cfg.run)' already has checkpoints; continue it with `disttrain resume \(cfg.run)` or choose another --run")
+                }
+                try FileManager.default.createDirectory(atPath: cfg.run, withIntermediateDirectories: true)
+                cfg = try resolveData(cfg)
+                try cfg.save(to: cfg.run + "/config.json")
+            }
+            // Every rank reads the resolved configuration rank 0 wrote.
+            comm.barrier()
+            let resolved = comm.broadcast(comm.isRoot ? String(decoding: try JSONEncoder().encode(cfg), as: UTF8.self) : "")
+            cfg = try JSONDecoder().decode(TrainConfig.self, from: Data(resolved.utf8))
+            let trainer = try Trainer(config: cfg, comm: comm, debug: debug)
+            try trainer.run()
+        }
+    }
+}
+
+/// Prepares (or reuses) the data set and copies its facts into the config.
+func resolveData(_ cfg: TrainConfig) throws -> TrainConfig {
+    var cfg = cfg
+    let fm = FileManager.default
+    var isDir: ObjCBool = false
+    guard fm.fileExists(atPath: cfg.data, isDirectory: &isDir) else { throw RuntimeError("--data '\(cfg.data)' does not exist") }
+    if isDir.boolValue {
+        let source = try DatasetSource.detect(cfg.data)
+        let cacheDir = ((cfg.run as NSString).deletingLastPathComponent.isEmpty ? "." : (cfg.run as NSString).deletingLastPathComponent) + "/.cache"
+        try fm.createDirectory(atPath: cacheDir, withIntermediateDirectories: true)
+        let (listing, _) = try source.listing()
+        let fp = source.fingerprint(listing, size: nil, channels: nil)
+        let name = ((cfg.data as NSString).standardizingPath as NSString).lastPathComponent
+        let cached = "\(cacheDir)/\(name)-\(fp).h5"
+        if !fm.fileExists(atPath: cached) {
+            print("preparing \(cfg.data) into \(cached) (once; reused while the folder is unchanged)")
+            let t0 = now()
+            try source.prepare(out: cached) { done, total in
+                if done % 500 == 0 || done == total { print("  \(done)/\(total) images"); fflush(stdout) }
+            }
+            print(String(format: "prepared in %.1f s", now() - t0))
+        }
+        cfg.dataset = cached
+    } else {
+        cfg.dataset = cfg.data
+    }
+    let ds = try Dataset(path: cfg.dataset)
+    cfg.inChannels = ds.channels
+    cfg.numClasses = max(ds.classNames.count, (ds.labels.max() ?? 1) + 1)
+    cfg.classNames = ds.classNames
+    cfg.mean = ds.mean; cfg.std = ds.std
+    cfg.datasetFingerprint = ds.fingerprint
+    return cfg
+}
+
+struct Resume: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Continue an interrupted run exactly where its last good checkpoint left it (any number of ranks).")
+
+    @Argument(help: "The run folder (holds config.json and ckpt/).") var runDir: String
+    @OptionGroup var threading: ThreadOptions
+    @Option(help: "Raise the total number of epochs.") var epochs: Int?
+    @Option(help: "Stop after this many epochs of this invocation (0: run to the end).") var stopAfter: Int = 0
+    @Flag(help: "One process without MPI, NaN/Inf checks after every step.") var debug = false
+
+    func run() throws {
+        try withCommunicator(debug: debug, threads: threading) { comm in
+            var cfg = try TrainConfig.load(runDir + "/config.json")
+            cfg.run = runDir
+            if let e = epochs { cfg.epochs = e }
+            cfg.stopAfterEpochs = stopAfter
+            guard cfg.batchSize % comm.size == 0 else {
+                throw RuntimeError("global batch \(cfg.batchSize) does not split evenly over \(comm.size) ranks")
+            }
+            if comm.isRoot, epochs != nil { try cfg.save(to: runDir + "/config.json") }
+            let trainer = try Trainer(config: cfg, comm: comm, debug: debug, resume: true)
+            try trainer.run()
+        }
+    }
+}
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Metrics of a run's best checkpoint on its test (and val) split; sharded under mpirun.")
+
+    @Argument(help: "The run folder.") var runDir: String
+    @Option(help: "Checkpoint file inside ckpt/ (default best.h5).") var checkpoint: String = "best.h5"
+    @OptionGroup var threading: ThreadOptions
+
+    func run() throws {
+        try withCommunicator(debug: false, threads: threading) { comm in
+            var cfg = try TrainConfig.load(runDir + "/config.json")
+            cfg.run = runDir
+            let trainer = try Trainer(config: cfg, comm: comm)
+            let path = "\(runDir)/ckpt/\(checkpoint)"
+            if comm.isRoot { try Checkpoint.load(path, into: trainer.net) }
+            try trainer.broadcastEverything()
+            let val = try trainer.evaluate("val"), test = try trainer.evaluate("test")
+            guard comm.isRoot else { return }
+            for (name, m) in [("val", val), ("test", test)] where m.count > 0 {
+                print(String(format: "%@ (%d images): loss %.4f  accuracy %.4f  sensitivity %.4f  specificity %.4f  precision %.4f  F1 %.4f  AUC %.4f",
+                             name, m.count, m.loss, m.accuracy, m.sensitivity, m.specificity, m.precision, m.f1, m.auc))
+                print("  confusion (rows true \(cfg.classNames), columns predicted): \(m.confusion)")
+            }
+            try FileManager.default.createDirectory(atPath: runDir + "/report", withIntermediateDirectories: true)
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+            try enc.encode(["checkpoint": EvalSummary(checkpoint: path, val: val, test: test)]).write(to: URL(fileURLWithPath: runDir + "/report/summary.json"))
+            print("wrote \(runDir)/report/summary.json")
+        }
+    }
+}
+
+struct EvalSummary: Codable { var checkpoint: String; var val: SplitMetrics; var test: SplitMetrics }
+
+struct Prepare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Turn an image folder (CSV splits or class folders; PNG/JPEG) into a disttrain HDF5 data set.")
+
+    @Option(help: "Source folder: train.csv/val.csv/test.csv with filename,label rows, or train/<class>/ (val/, test/) folders.")
+    var images: String
+    @Option(help: "Output .h5 file.") var out: String
+    @Option(help: "Resize every image to this square size (default: keep; all must then match).") var imageSize: Int?
+    @Option(help: "Channels to store: 1 (gray) or 3 (RGB); default: as the first image.") var channels: Int?
+
+    func validate() throws {
+        if let c = channels, c != 1 && c != 3 { throw ValidationError("--channels must be 1 or 3") }
+        if let s = imageSize, s < 8 { throw ValidationError("--image-size must be at least 8") }
+    }
+
+    func run() throws {
+        let source = try DatasetSource.detect(images)
+        let t0 = now()
+        try source.prepare(out: out, size: imageSize, channels: channels) { done, total in
+            if done % 1000 == 0 || done == total { print("  \(done)/\(total) images"); fflush(stdout) }
+        }
+        let ds = try Dataset(path: out)
+        print(String(format: "wrote %@: %d images %dx%dx%d, classes %@, splits %@ (%.1f s)", out, ds.count, ds.channels, ds.height,
+                     ds.width, ds.classNames.joined(separator: "/"),
+                     ds.splits.sorted { $0.key > $1.key }.map { "\($0.key) \($0.value.count)" }.joined(separator: ", "), now() - t0))
+    }
+}

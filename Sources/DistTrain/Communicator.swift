@@ -1,0 +1,140 @@
+import CMPI
+import Foundation
+
+/// The collectives training needs, over MPI or for one process. All ranks
+/// must call the same collectives in the same order (Horovod's rule).
+public protocol Communicator: AnyObject {
+    var rank: Int { get }
+    var size: Int { get }
+    /// In-place sum over ranks.
+    func allreduceSum(_ data: UnsafeMutablePointer<Float>, count: Int)
+    func allreduceSum(_ data: UnsafeMutablePointer<Double>, count: Int)
+    func allreduceMax(_ value: Double) -> Double
+    /// Rank 0's bytes to every rank.
+    func broadcast(_ data: UnsafeMutableRawPointer, bytes: Int)
+    func barrier()
+    /// Ends the whole job: prints `[rank N] error: ...` and exits non-zero on every rank.
+    func abort(_ message: String) -> Never
+}
+
+extension Communicator {
+    public var isRoot: Bool { rank == 0 }
+
+    public func allreduceSum(_ values: inout [Double]) {
+        values.withUnsafeMutableBufferPointer { allreduceSum($0.baseAddress!, count: $0.count) }
+    }
+    public func allreduceSum(_ values: inout [Float]) {
+        values.withUnsafeMutableBufferPointer { allreduceSum($0.baseAddress!, count: $0.count) }
+    }
+    public func broadcast(_ values: inout [Float]) {
+        values.withUnsafeMutableBytes { broadcast($0.baseAddress!, bytes: $0.count) }
+    }
+    public func broadcast(_ values: inout [Int64]) {
+        values.withUnsafeMutableBytes { broadcast($0.baseAddress!, bytes: $0.count) }
+    }
+    /// A string from rank 0 (length first, then bytes).
+    public func broadcast(_ s: String) -> String {
+        var bytes = Array(s.utf8)
+        var n = [Int64(bytes.count)]
+        broadcast(&n)
+        if !isRoot { bytes = [UInt8](repeating: 0, count: Int(n[0])) }
+        bytes.withUnsafeMutableBytes { if $0.count > 0 { broadcast($0.baseAddress!, bytes: $0.count) } }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// One process, no MPI: collectives are identities.
+public final class SingleProcess: Communicator {
+    public init() {}
+    public var rank: Int { 0 }
+    public var size: Int { 1 }
+    public func allreduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) {}
+    public func allreduceSum(_ data: UnsafeMutablePointer<Double>, count: Int) {}
+    public func allreduceMax(_ value: Double) -> Double { value }
+    public func broadcast(_ data: UnsafeMutableRawPointer, bytes: Int) {}
+    public func barrier() {}
+    public func abort(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+        exit(1)
+    }
+}
+
+/// MPI_COMM_WORLD. Counts are split into buckets of at most 2^28 elements,
+/// since MPI counts are Int32.
+public final class MPICommunicator: Communicator {
+    public let rank: Int
+    public let size: Int
+    let comm = disttrain_mpi_comm_world()
+    static let bucket = 1 << 28
+
+    /// MPI_Init; errors return codes (checked here) instead of aborting inside MPI.
+    public init() {
+        var provided: Int32 = 0
+        MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided)
+        MPI_Comm_set_errhandler(comm, disttrain_mpi_errors_return())
+        var r: Int32 = 0, s: Int32 = 0
+        MPI_Comm_rank(comm, &r)
+        MPI_Comm_size(comm, &s)
+        rank = Int(r); size = Int(s)
+    }
+
+    /// True when started by mpirun/mpiexec (OpenMPI, or a PMI launcher).
+    public static var launchedByMPI: Bool {
+        let env = ProcessInfo.processInfo.environment
+        return env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMI_SIZE"] != nil || env["PMIX_RANK"] != nil
+    }
+
+    public func finalize() { MPI_Finalize() }
+
+    func check(_ rc: Int32, _ what: String) {
+        if rc != disttrain_mpi_success() {
+            var len: Int32 = 0
+            var buf = [CChar](repeating: 0, count: Int(MPI_MAX_ERROR_STRING))
+            MPI_Error_string(rc, &buf, &len)
+            abort("\(what) failed: \(String(cString: buf))")
+        }
+    }
+
+    public func allreduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) {
+        var off = 0
+        while off < count {
+            let n = min(MPICommunicator.bucket, count - off)
+            check(MPI_Allreduce(disttrain_mpi_in_place(), data + off, Int32(n), disttrain_mpi_float(), disttrain_mpi_sum(), comm),
+                  "MPI_Allreduce")
+            off += n
+        }
+    }
+
+    public func allreduceSum(_ data: UnsafeMutablePointer<Double>, count: Int) {
+        var off = 0
+        while off < count {
+            let n = min(MPICommunicator.bucket, count - off)
+            check(MPI_Allreduce(disttrain_mpi_in_place(), data + off, Int32(n), disttrain_mpi_double(), disttrain_mpi_sum(), comm),
+                  "MPI_Allreduce")
+            off += n
+        }
+    }
+
+    public func allreduceMax(_ value: Double) -> Double {
+        var v = value
+        check(MPI_Allreduce(disttrain_mpi_in_place(), &v, 1, disttrain_mpi_double(), disttrain_mpi_max(), comm), "MPI_Allreduce")
+        return v
+    }
+
+    public func broadcast(_ data: UnsafeMutableRawPointer, bytes: Int) {
+        var off = 0
+        while off < bytes {
+            let n = min(MPICommunicator.bucket, bytes - off)
+            check(MPI_Bcast(data + off, Int32(n), disttrain_mpi_uint8(), 0, comm), "MPI_Bcast")
+            off += n
+        }
+    }
+
+    public func barrier() { check(MPI_Barrier(comm), "MPI_Barrier") }
+
+    public func abort(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("[rank \(rank)] error: \(message)\n".utf8))
+        MPI_Abort(comm, 1)
+        exit(1)
+    }
+}

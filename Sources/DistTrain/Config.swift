@@ -1,0 +1,62 @@
+import Foundation
+import Net
+
+public enum Method: String, Codable, CaseIterable, Sendable { case scratch, transfer }
+
+/// The full resolved configuration of a run, saved as `config.json` so that
+/// `resume` needs no flags.
+public struct TrainConfig: Codable, Sendable, Equatable {
+    public var method: Method = .scratch
+    public var arch: Arch = .resnet18
+    /// What the user gave: a source folder or a prepared .h5.
+    public var data: String = ""
+    /// The prepared .h5 actually read.
+    public var dataset: String = ""
+    public var epochs: Int = 20
+    /// Global batch, split evenly over ranks.
+    public var batchSize: Int = 32
+    public var lr: Double = 0.05
+    public var optimizer: OptimizerKind = .sgd
+    public var momentum: Double = 0.9
+    public var weightDecay: Double = 1e-4
+    public var schedule: ScheduleKind = .cosine
+    public var warmupEpochs: Double = 1
+    public var imageSize: Int = 224
+    public var seed: UInt64 = 0
+    public var run: String = ""
+    public var labelSmoothing: Double = 0
+    public var augment: Bool = true
+    public var keepCheckpoints: Int = 3
+    public var evalBatchSize: Int = 32
+    public var width: Int = 64
+    /// Filled from the data set.
+    public var inChannels: Int = 1
+    public var numClasses: Int = 2
+    public var classNames: [String] = []
+    public var mean: [Double] = []
+    public var std: [Double] = []
+    public var datasetFingerprint: String = ""
+    /// Stop after this many epochs of this invocation (tests, time-boxed runs); 0 = no limit.
+    public var stopAfterEpochs: Int = 0
+
+    public init() {}
+
+    public var netConfig: ResNetConfig {
+        ResNetConfig(arch: arch, inChannels: inChannels, numClasses: numClasses, width: width)
+    }
+
+    public func save(to path: String) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try enc.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    public static func load(_ path: String) throws -> TrainConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw RuntimeError("no config at '\(path)' (is this a run folder?)")
+        }
+        do { return try JSONDecoder().decode(TrainConfig.self, from: data) } catch {
+            throw RuntimeError("'\(path)' is not a valid disttrain config: \(error)")
+        }
+    }
+}
