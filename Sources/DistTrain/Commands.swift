@@ -48,6 +48,8 @@ struct TrainOptions: ParsableArguments {
     var width: Int = 64
     @Option(help: "Stop after this many epochs of this invocation (0: run to --epochs); resume continues.")
     var stopAfter: Int = 0
+    @Flag(help: ArgumentHelp("BatchNorm trains on its running statistics (tests).", visibility: .hidden))
+    var frozenBnStats = false
 
     func validate() throws {
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
@@ -84,7 +86,7 @@ struct Train: ParsableCommand {
             cfg.schedule = o.schedule; cfg.warmupEpochs = o.warmupEpochs; cfg.imageSize = o.imageSize; cfg.seed = o.seed
             cfg.run = o.run ?? "checkpoints/\(o.method.rawValue)"
             cfg.labelSmoothing = o.labelSmoothing; cfg.augment = o.augment; cfg.keepCheckpoints = o.keepCheckpoints
-            cfg.width = o.width; cfg.stopAfterEpochs = o.stopAfter
+            cfg.width = o.width; cfg.stopAfterEpochs = o.stopAfter; cfg.frozenBatchNormStatistics = o.frozenBnStats
             guard cfg.batchSize % comm.size == 0 else {
                 throw RuntimeError("--batch-size \(cfg.batchSize) does not split evenly over \(comm.size) ranks")
             }

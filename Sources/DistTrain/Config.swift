@@ -36,6 +36,10 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     public var mean: [Double] = []
     public var std: [Double] = []
     public var datasetFingerprint: String = ""
+    /// BatchNorm uses (and keeps) its running statistics while training: the
+    /// per-rank batch statistics then play no part, so 2 ranks and 1 process
+    /// compute the same step (the equivalence test uses it).
+    public var frozenBatchNormStatistics: Bool = false
     /// Stop after this many epochs of this invocation (tests, time-boxed runs); 0 = no limit.
     public var stopAfterEpochs: Int = 0
 

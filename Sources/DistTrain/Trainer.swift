@@ -181,7 +181,7 @@ public final class Trainer {
 
     /// One epoch; returns global train loss, accuracy, images/s and the last lr.
     func trainEpoch(_ epoch: Int) throws -> (Double, Double, Double, Double) {
-        net.setTraining(true)
+        net.setTraining(!config.frozenBatchNormStatistics)
         let sampler = self.sampler, schedule = self.schedule
         let perm = sampler.permutation(epoch: epoch)
         let split = trainSplit

@@ -1,0 +1,113 @@
+import DistTrain
+import Foundation
+import Net
+import XCTest
+
+/// `mpirun -n 2` on tiny synthetic data, through the real binary.
+final class MPITests: XCTestCase {
+    static var data: String = {
+        let dir = makeTempDir("mpi-data")
+        try! writeSyntheticCSVSet(dir, train: 16, val: 4, test: 4, size: 32)
+        try! DatasetSource.detect(dir).prepare(out: dir + "/data.h5")
+        return dir + "/data.h5"
+    }()
+
+    override func setUpWithError() throws {
+        guard mpirunAvailable else { throw XCTSkip("mpirun not installed (launch/setup installs openmpi-bin)") }
+        guard FileManager.default.isExecutableFile(atPath: disttrainBinary) else { throw XCTSkip("build disttrain first (swift build)") }
+    }
+
+    func trainArgs(_ run: String, epochs: Int = 2) -> [String] {
+        [disttrainBinary, "--data", MPITests.data, "--run", run, "--epochs", "\(epochs)", "--batch-size", "8",
+         "--image-size", "32", "--width", "4", "--seed", "3", "--lr", "0.05", "--threads", "1"]
+    }
+
+    /// 2 ranks with global batch 8 and 1 process with batch 8 take the same steps.
+    /// BN trains on frozen running statistics here: per-rank batch statistics
+    /// differ by design (as in DDP), which would make the comparison meaningless.
+    /// Compared: every parameter after 4 SGD steps; tolerance 1e-4 of each
+    /// tensor's largest value (the all-reduce sums two half-batch gradients, a
+    /// different rounding order than one whole-batch sum).
+    func testTwoRanksMatchOneProcess() throws {
+        let r1 = makeTempDir("one"), r2 = makeTempDir("two")
+        let a = try runCommand(trainArgs(r1) + ["--frozen-bn-stats"], timeout: 300)
+        XCTAssertEqual(a.status, 0, a.output)
+        let b = try runCommand(["mpirun", "-n", "2", "--oversubscribe", "--bind-to", "none"] + trainArgs(r2) + ["--frozen-bn-stats"], timeout: 300)
+        XCTAssertEqual(b.status, 0, b.output)
+        XCTAssertTrue(b.output.contains("2 rank(s)"), b.output)
+        let f1 = try HDF5File(r1 + "/ckpt/last.h5"), f2 = try HDF5File(r2 + "/ckpt/last.h5")
+        var compared = 0
+        for name in try f1.members("model") where !name.hasSuffix("num_batches_tracked") {
+            let x = try f1.readFloats("model/" + name).values, y = try f2.readFloats("model/" + name).values
+            let scale = x.map { abs($0) }.max() ?? 0
+            let worst = zip(x, y).map { abs($0 - $1) }.max() ?? 0
+            XCTAssertLessThanOrEqual(worst, 1e-4 * scale + 1e-7, "\(name): max diff \(worst)")
+            compared += 1
+        }
+        XCTAssertGreaterThan(compared, 60)
+    }
+
+    func testFailingRankAbortsTheJobWithItsRank() throws {
+        let r = try runCommand(["mpirun", "-n", "2", "--oversubscribe", disttrainBinary, "--data", "/nonexistent/data.h5",
+                                "--run", makeTempDir("fail")], timeout: 60)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertLessThan(r.seconds, 30)
+        XCTAssertTrue(r.output.contains("[rank 0] error:") && r.output.contains("/nonexistent/data.h5"), r.output)
+    }
+
+    /// kill -9 of one rank mid-training ends the whole job, non-zero, within 30 s.
+    func testKilledRankEndsTheJob() throws {
+        let run = makeTempDir("kill")
+        let log = run + "/log.txt"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["mpirun", "-n", "2", "--oversubscribe", "--bind-to", "none"] + trainArgs(run, epochs: 500)
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        p.environment = env
+        let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        p.standardOutput = fh; p.standardError = fh
+        try p.run()
+        defer { if p.isRunning { p.terminate() } }
+        // Wait until training runs, then kill one rank.
+        let t0 = Date()
+        var victim: Int32? = nil
+        while victim == nil && Date().timeIntervalSince(t0) < 60 {
+            usleep(200_000)
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            guard text.contains("epoch 1/") else { continue }
+            let pg = try runCommand(["pgrep", "-f", "disttrain --data .* --run \(run)"], timeout: 10)
+            victim = pg.output.split(separator: "\n").compactMap { Int32($0) }.filter { $0 != p.processIdentifier }.last
+        }
+        let pid = try XCTUnwrap(victim, "no rank found to kill")
+        kill(pid, SIGKILL)
+        let killedAt = Date()
+        while p.isRunning && Date().timeIntervalSince(killedAt) < 30 { usleep(100_000) }
+        XCTAssertFalse(p.isRunning, "the job still runs 30 s after a rank was killed")
+        print(String(format: "job ended %.1f s after kill -9 of rank pid %d", Date().timeIntervalSince(killedAt), pid))
+        if !p.isRunning { XCTAssertNotEqual(p.terminationStatus, 0) }
+        let left = try runCommand(["pgrep", "-f", "--", "--run \(run)"], timeout: 10)
+        XCTAssertTrue(left.output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "ranks left running: \(left.output)")
+    }
+
+    func testResumeOnADifferentNumberOfRanks() throws {
+        let run = makeTempDir("resume-ranks")
+        let a = try runCommand(trainArgs(run, epochs: 2) + ["--stop-after", "1"], timeout: 300)
+        XCTAssertEqual(a.status, 0, a.output)
+        let b = try runCommand(["mpirun", "-n", "2", "--oversubscribe", "--bind-to", "none", disttrainBinary, "resume", run, "--threads", "1"],
+                               timeout: 300)
+        XCTAssertEqual(b.status, 0, b.output)
+        XCTAssertTrue(b.output.contains("resuming") && b.output.contains("epoch 2/2"), b.output)
+        XCTAssertEqual(try HDF5File(run + "/ckpt/last.h5").readInt64s("state/epoch").values, [2])
+    }
+
+    func testCommandLineErrorsExit64() throws {
+        let r = try runCommand([disttrainBinary, "--batch-size", "0"], timeout: 30)
+        XCTAssertEqual(r.status, 64)
+        XCTAssertTrue(r.output.contains("--batch-size"), r.output)
+        let e = try runCommand([disttrainBinary, "resume", "/nonexistent/run"], timeout: 30)
+        XCTAssertEqual(e.status, 1)
+        XCTAssertTrue(e.output.contains("/nonexistent/run/config.json"), e.output)
+    }
+}
