@@ -108,47 +108,73 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        let threads = threading.apply()
+        if MPICommunicator.launchedByMPI {
+            let threads = threading.apply()
+            let comm = MPICommunicator()
+            do { try measure(comm, threads: threads) } catch { comm.abort("\(error)") }
+            comm.finalize()
+        } else {
+            try measure(SingleProcess(), threads: threading.apply())
+        }
+    }
+
+    /// Under mpirun: each rank runs batchSize/size images per step and the
+    /// gradient buffer is all-reduced and averaged, as in training.
+    func measure(_ comm: Communicator, threads: Int) throws {
         if let g = gemmColumns { Conv2d.targetColumns = g }
+        guard batchSize % comm.size == 0 else { throw RuntimeError("--batch-size \(batchSize) does not split over \(comm.size) ranks") }
+        let local = batchSize / comm.size
         let net = ResNet(model.config)
         net.initialize(seed: 0)
         let opt = Optimizer(OptimizerConfig(kind: .sgd, weightDecay: 1e-4), store: net.store)
-        let (x, labels) = syntheticBatch(batch: batchSize, channels: model.channels, size: model.imageSize,
-                                         classes: model.classes, seed: 1)
+        let (x, labels) = syntheticBatch(batch: local, channels: model.channels, size: model.imageSize,
+                                         classes: model.classes, seed: 1 + UInt64(comm.rank))
         let dlogits = Tensor()
         let ce = CrossEntropy()
-        var times: [Double] = []
+        var times: [Double] = [], reduceTimes: [Double] = []
         Profiler.enabled = profile
-        for s in 0..<(warmup + steps) {
+        let s = net.store
+        for step in 0..<(warmup + steps) {
+            comm.barrier()
             let t0 = now()
-            net.store.zeroGrads()
+            s.zeroGrads()
             let logits = net.forward(x)
             let loss = ce.forwardBackward(logits: logits, labels: labels, dlogits: dlogits)
             net.backward(dlogits)
+            let r0 = now()
+            comm.allreduceSum(s.grads, count: s.parameterCount)
+            if comm.size > 1 { let inv = 1 / Float(comm.size); for i in 0..<s.parameterCount { s.grads[i] *= inv } }
+            let rt = now() - r0
             opt.step(lr: 0.01)
+            comm.barrier()
             let dt = now() - t0
-            if s >= warmup { times.append(dt) }
-            if s == warmup - 1 || (warmup == 0 && s == -1) { Profiler.reset() }
-            print(String(format: "%@ step %d: %.3f s, %.1f img/s, loss %.4f", s < warmup ? "warm-up" : "timed",
-                         s + 1, dt, Double(batchSize) / dt, loss))
+            if step >= warmup { times.append(dt); reduceTimes.append(rt) }
+            if step == warmup - 1 { Profiler.reset() }
+            if comm.isRoot {
+                print(String(format: "%@ step %d: %.3f s, %.1f img/s, all-reduce %.1f ms, loss %.4f", step < warmup ? "warm-up" : "timed",
+                             step + 1, dt, Double(batchSize) / dt, rt * 1000, loss))
+            }
         }
+        guard comm.isRoot else { return }
         let med = median(times)
         let ips = Double(batchSize) / med
         let rss = peakRSSMiB()
-        print(String(format: "disttrain %@ %dch %dx%d batch %d, %d threads: median %.3f s/step, %.2f img/s, peak RSS %.0f MiB",
-                     model.arch.rawValue, model.channels, model.imageSize, model.imageSize, batchSize, threads, med, ips, rss))
+        print(String(format: "disttrain %@ %dch %dx%d global batch %d, %d rank(s) x %d thread(s): median %.3f s/step, %.2f img/s, all-reduce %.1f ms/step, peak RSS %.0f MiB (rank 0)",
+                     model.arch.rawValue, model.channels, model.imageSize, model.imageSize, batchSize, comm.size, threads, med, ips,
+                     median(reduceTimes) * 1000, rss))
         if profile {
             let total = times.reduce(0, +)
             var accounted = 0.0
             for (kind, t) in Profiler.report() {
                 accounted += t
-                print(String(format: "  %-22@ %7.3f s/step  %5.1f %%", kind as NSString, t / Double(steps), 100 * t / total))
+                print("  " + kind.padding(toLength: 22, withPad: " ", startingAt: 0)
+                      + String(format: " %7.3f s/step  %5.1f %%", t / Double(steps), 100 * t / total))
             }
-            print(String(format: "  %-22@ %7.3f s/step  %5.1f %%", "optimizer, unaccounted" as NSString,
-                         (total - accounted) / Double(steps), 100 * (total - accounted) / total))
+            print("  " + "optimizer, all-reduce, other".padding(toLength: 22, withPad: " ", startingAt: 0)
+                  + String(format: " %7.3f s/step  %5.1f %%", (total - accounted) / Double(steps), 100 * (total - accounted) / total))
         }
         if json {
-            print("{\"impl\": \"disttrain\", \"img_per_s\": \(ips), \"median_step_s\": \(med), \"peak_rss_mib\": \(rss)}")
+            print("{\"impl\": \"disttrain\", \"ranks\": \(comm.size), \"img_per_s\": \(ips), \"median_step_s\": \(med), \"allreduce_ms\": \(median(reduceTimes) * 1000), \"peak_rss_mib\": \(rss)}")
         }
     }
 }
