@@ -42,7 +42,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "disttrain", dependencies: ["DistTrain"]),
-        .testTarget(name: "NetTests", dependencies: ["Net", "DistTrain"]),
+        .testTarget(name: "NetTests", dependencies: ["Net", "Cams", "DistTrain"]),
         .testTarget(name: "DistTrainTests", dependencies: ["DistTrain", "Net", "Cams"]),
     ]
 )

@@ -32,7 +32,7 @@ struct TrainOptions: ParsableArguments {
     var data: String = "../shared/data/sars-cov-2-ct-224"
     @Option(help: "Epochs.") var epochs: Int = 20
     @Option(help: "Global batch size (split evenly over ranks).") var batchSize: Int = 32
-    @Option(help: "Peak learning rate for the global batch.") var lr: Double = 0.05
+    @Option(help: "Peak learning rate for the global batch.") var lr: Double = 0.02
     @Option(help: "Optimizer: sgd or adamw.") var optimizer: OptimizerKind = .sgd
     @Option(help: "Weight decay.") var weightDecay: Double = 1e-4
     @Option(help: "Learning-rate schedule after warm-up: constant, step or cosine.") var schedule: ScheduleKind = .cosine

@@ -15,7 +15,7 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     public var epochs: Int = 20
     /// Global batch, split evenly over ranks.
     public var batchSize: Int = 32
-    public var lr: Double = 0.05
+    public var lr: Double = 0.02
     public var optimizer: OptimizerKind = .sgd
     public var momentum: Double = 0.9
     public var weightDecay: Double = 1e-4

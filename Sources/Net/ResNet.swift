@@ -219,6 +219,22 @@ public final class ResNet {
         return Profiler.measure(.other) { fc.forward(pooled) }
     }
 
+    /// Continues a forward from the output of the named block (`layerS` or
+    /// `layerS.B`), given as `activation`, through the later blocks and the
+    /// head: the rest of the network, for interventions (AblationCAM).
+    public func forwardRest(after name: String, activation: Tensor) -> Tensor {
+        var found = false
+        var h = activation
+        for (s, stage) in layers.enumerated() {
+            for b in stage {
+                if found { h = b.forward(h) }
+                if b.name == name || (b === stage.last && name == "layer\(s + 1)") { found = true }
+            }
+        }
+        precondition(found, "no block named \(name)")
+        return fc.forward(avgpool.forward(h))
+    }
+
     /// Backward from dL/dlogits; accumulates every parameter gradient.
     /// `needInputGrad` also computes dL/dx into `inputGradient`.
     public func backward(_ dlogits: Tensor, needInputGrad: Bool = false) {
