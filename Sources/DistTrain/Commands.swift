@@ -50,6 +50,12 @@ struct TrainOptions: ParsableArguments {
     var stopAfter: Int = 0
     @Flag(help: ArgumentHelp("BatchNorm trains on its running statistics (tests).", visibility: .hidden))
     var frozenBnStats = false
+    @Option(help: "Transfer source (HDF5 from pretrain or import-weights); default: \(defaultSource), built by pretrain when missing.")
+    var pretrained: String?
+    @Option(help: "Transfer: epochs training the new head alone (backbone and its BatchNorm frozen).") var freezeEpochs: Int = 2
+    @Option(help: "Transfer: learning-rate multiplier of the backbone after the frozen epochs.") var backboneLrScale: Double = 0.1
+    @Option(help: "Transfer: an RGB source's conv1 on gray images: sum (over its input channels) or replicate (gray x3).")
+    var adaptConv1: String = "sum"
 
     func validate() throws {
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
@@ -59,7 +65,9 @@ struct TrainOptions: ParsableArguments {
         guard weightDecay >= 0, labelSmoothing >= 0, labelSmoothing < 1 else {
             throw ValidationError("--weight-decay must be >= 0 and --label-smoothing in [0, 1)")
         }
-        guard method == .scratch else { throw ValidationError("--method transfer needs the transfer-learning issue (not built yet); use --method scratch") }
+        guard freezeEpochs >= 0, backboneLrScale > 0 else { throw ValidationError("--freeze-epochs must be >= 0 and --backbone-lr-scale > 0") }
+        guard ["sum", "replicate"].contains(adaptConv1) else { throw ValidationError("--adapt-conv1 must be sum or replicate") }
+        if pretrained != nil && method != .transfer { throw ValidationError("--pretrained goes with --method transfer") }
     }
 }
 
@@ -87,23 +95,88 @@ struct Train: ParsableCommand {
             cfg.run = o.run ?? "checkpoints/\(o.method.rawValue)"
             cfg.labelSmoothing = o.labelSmoothing; cfg.augment = o.augment; cfg.keepCheckpoints = o.keepCheckpoints
             cfg.width = o.width; cfg.stopAfterEpochs = o.stopAfter; cfg.frozenBatchNormStatistics = o.frozenBnStats
-            guard cfg.batchSize % comm.size == 0 else {
-                throw RuntimeError("--batch-size \(cfg.batchSize) does not split evenly over \(comm.size) ranks")
-            }
-            if comm.isRoot {
-                if FileManager.default.fileExists(atPath: cfg.run + "/ckpt/last.h5") {
-                    throw RuntimeError("run folder '\(cfg.run)' already has checkpoints; continue it with `disttrain resume \(cfg.run)` or choose another --run")
+            if o.method == .transfer {
+                cfg.pretrained = o.pretrained ?? defaultSource
+                cfg.freezeEpochs = o.freezeEpochs; cfg.backboneLRScale = o.backboneLrScale; cfg.adaptConv1 = o.adaptConv1
+                if o.pretrained == nil && !FileManager.default.fileExists(atPath: defaultSource) {
+                    if comm.isRoot {
+                        print("no transfer source at \(defaultSource): building it first with `disttrain pretrain` on \(Pretrain.defaultData) "
+                              + "(ResNet-18, 32x32, \(Pretrain.defaultEpochs) epochs: about 30-40 minutes on 2 cores)")
+                    }
+                    try startTraining(Pretrain.defaultConfig(arch: o.arch), comm: comm, debug: debug)
                 }
-                try FileManager.default.createDirectory(atPath: cfg.run, withIntermediateDirectories: true)
-                cfg = try resolveData(cfg)
-                try cfg.save(to: cfg.run + "/config.json")
             }
-            // Every rank reads the resolved configuration rank 0 wrote.
-            comm.barrier()
-            let resolved = comm.broadcast(comm.isRoot ? String(decoding: try JSONEncoder().encode(cfg), as: UTF8.self) : "")
-            cfg = try JSONDecoder().decode(TrainConfig.self, from: Data(resolved.utf8))
-            let trainer = try Trainer(config: cfg, comm: comm, debug: debug)
-            try trainer.run()
+            try startTraining(cfg, comm: comm, debug: debug)
+        }
+    }
+}
+
+let defaultSource = "checkpoints/source-cifar10/ckpt/last.h5"
+
+/// A new run: rank 0 checks the folder, resolves the data and writes
+/// config.json; every rank then reads that configuration and trains.
+func startTraining(_ config: TrainConfig, comm: Communicator, debug: Bool) throws {
+    var cfg = config
+    guard cfg.batchSize % comm.size == 0 else {
+        throw RuntimeError("--batch-size \(cfg.batchSize) does not split evenly over \(comm.size) ranks")
+    }
+    if comm.isRoot {
+        if FileManager.default.fileExists(atPath: cfg.run + "/ckpt/last.h5") {
+            throw RuntimeError("run folder '\(cfg.run)' already has checkpoints; continue it with `disttrain resume \(cfg.run)` or choose another --run")
+        }
+        try FileManager.default.createDirectory(atPath: cfg.run, withIntermediateDirectories: true)
+        cfg = try resolveData(cfg)
+        try cfg.save(to: cfg.run + "/config.json")
+    }
+    comm.barrier()
+    let resolved = comm.broadcast(comm.isRoot ? String(decoding: try JSONEncoder().encode(cfg), as: UTF8.self) : "")
+    cfg = try JSONDecoder().decode(TrainConfig.self, from: Data(resolved.utf8))
+    let trainer = try Trainer(config: cfg, comm: comm, debug: debug)
+    try trainer.run()
+}
+
+struct Pretrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Build a transfer source: supervised training on another data set (default CIFAR-10), under mpirun like train.",
+        discussion: "Writes a run folder whose ckpt/last.h5 is the source: torchvision keys, 3-channel conv1, 10-class fc.")
+
+    static let defaultData = "../shared/data/cifar-10"
+    static let defaultEpochs = 15
+
+    static func defaultConfig(arch: Arch) -> TrainConfig {
+        var c = TrainConfig()
+        c.arch = arch; c.data = defaultData; c.run = "checkpoints/source-cifar10"
+        c.imageSize = 32; c.epochs = defaultEpochs; c.batchSize = 128; c.lr = 0.1; c.weightDecay = 5e-4
+        c.warmupEpochs = 1; c.labelSmoothing = 0.1; c.evalBatchSize = 250
+        return c
+    }
+
+    @Option(help: "Source data: class folders train/<class>/ (and test/), or a prepared .h5.") var data: String = Pretrain.defaultData
+    @Option(help: "Architecture.") var arch: Arch = .resnet18
+    @Option(name: .customLong("run"), help: "Run folder.") var runDir: String = "checkpoints/source-cifar10"
+    @Option(help: "Resolution (32 = CIFAR's own; 64 or 96 upsample, 4x / 9x the cost).") var imageSize: Int = 32
+    @Option(help: "Epochs.") var epochs: Int = Pretrain.defaultEpochs
+    @Option(help: "Global batch.") var batchSize: Int = 128
+    @Option(help: "Peak learning rate.") var lr: Double = 0.1
+    @Option(help: "Seed.") var seed: UInt64 = 0
+    @OptionGroup var threading: ThreadOptions
+
+    func validate() throws {
+        guard epochs >= 1, batchSize >= 2, lr > 0, imageSize >= 32 else {
+            throw ValidationError("--epochs >= 1, --batch-size >= 2, --lr > 0 and --image-size >= 32 are required")
+        }
+    }
+
+    func run() throws {
+        try withCommunicator(debug: false, threads: threading) { comm in
+            var c = Pretrain.defaultConfig(arch: arch)
+            c.data = data; c.run = runDir; c.imageSize = imageSize; c.epochs = epochs; c.batchSize = batchSize; c.lr = lr; c.seed = seed
+            let t0 = now()
+            try startTraining(c, comm: comm, debug: false)
+            if comm.isRoot {
+                print(String(format: "source ready: %@/ckpt/last.h5 (%@ wall-clock); use it with --method transfer --pretrained %@/ckpt/last.h5",
+                             runDir, formatDuration(now() - t0), runDir))
+            }
         }
     }
 }
@@ -139,6 +212,21 @@ func resolveData(_ cfg: TrainConfig) throws -> TrainConfig {
     cfg.numClasses = max(ds.classNames.count, (ds.labels.max() ?? 1) + 1)
     cfg.classNames = ds.classNames
     cfg.mean = ds.mean; cfg.std = ds.std
+    if cfg.method == .transfer {
+        // Inputs normalised as the source expects: its statistics (averaged over
+        // its RGB channels when conv1 is summed to one channel).
+        let src = try Transfer.sourceInfo(cfg.pretrained)
+        if let a = src.arch, a != cfg.arch.rawValue {
+            throw RuntimeError("transfer source '\(cfg.pretrained)' is a \(a), the run asks for --arch \(cfg.arch.rawValue)")
+        }
+        if cfg.adaptConv1 == "replicate" && ds.channels == 1 {
+            cfg.inChannels = src.channels
+            cfg.mean = src.mean; cfg.std = src.std
+        } else {
+            cfg.mean = [src.mean.reduce(0, +) / Double(src.mean.count)]
+            cfg.std = [src.std.reduce(0, +) / Double(src.std.count)]
+        }
+    }
     cfg.datasetFingerprint = ds.fingerprint
     return cfg
 }

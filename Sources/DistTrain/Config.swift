@@ -36,6 +36,15 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     public var mean: [Double] = []
     public var std: [Double] = []
     public var datasetFingerprint: String = ""
+    /// Transfer learning: the source checkpoint (HDF5, torchvision keys).
+    public var pretrained: String = ""
+    /// Epochs training the new head alone (backbone and its BN frozen).
+    public var freezeEpochs: Int = 0
+    /// Learning-rate multiplier of the backbone once it trains.
+    public var backboneLRScale: Double = 0.1
+    /// How an RGB source's conv1 meets gray images: `sum` over its input
+    /// channels (1-channel network) or `replicate` the gray channel 3 times.
+    public var adaptConv1: String = "sum"
     /// BatchNorm uses (and keeps) its running statistics while training: the
     /// per-rank batch statistics then play no part, so 2 ranks and 1 process
     /// compute the same step (the equivalence test uses it).

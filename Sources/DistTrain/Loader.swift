@@ -36,27 +36,35 @@ public struct BatchMaker {
     public let channels: Int, height: Int, width: Int, size: Int
     public let mean: [Float], std: [Float]
 
-    public init(dataset: Dataset, size: Int) {
-        channels = dataset.channels; height = dataset.height; width = dataset.width; self.size = size
-        mean = dataset.mean.map { Float($0) }; std = dataset.std.map { Float($0) }
+    /// Channels of the network input; a 1-channel data set is replicated into them.
+    public let outChannels: Int
+
+    /// Normalisation `mean`/`std` per network input channel (the data set's,
+    /// or a transfer source's).
+    public init(dataset: Dataset, size: Int, outChannels: Int? = nil, mean: [Double]? = nil, std: [Double]? = nil) {
+        self.init(channels: dataset.channels, height: dataset.height, width: dataset.width, size: size,
+                  mean: mean ?? dataset.mean, std: std ?? dataset.std, outChannels: outChannels)
     }
 
-    public init(channels: Int, height: Int, width: Int, size: Int, mean: [Double], std: [Double]) {
+    public init(channels: Int, height: Int, width: Int, size: Int, mean: [Double], std: [Double], outChannels: Int? = nil) {
         self.channels = channels; self.height = height; self.width = width; self.size = size
-        self.mean = mean.map { Float($0) }; self.std = std.map { Float($0) }
+        self.outChannels = outChannels ?? channels
+        let oc = self.outChannels
+        self.mean = (0..<oc).map { Float(mean[min($0, mean.count - 1)]) }
+        self.std = (0..<oc).map { Float(std[min($0, std.count - 1)]) }
     }
 
     /// Writes image k of `bytes` into out[k] (C, size, size). The output pixel
     /// centre q in [-1, 1]^2 samples the source at R(rotation) q / scale + shift
     /// (bilinear, black outside); the identity with size == H == W copies exactly.
     public func fill(_ out: Tensor, slot k: Int, bytes: UnsafePointer<UInt8>, aug: Augmentation) {
-        let C = channels, H = height, W = width, S = size
+        let C = outChannels, H = height, W = width, S = size
         let src = bytes
         let dst = out.data + k * C * S * S
         let cr = cos(aug.rotation) / aug.scale, sr = sin(aug.rotation) / aug.scale
         let identity = aug == .identity && S == H && S == W
         for c in 0..<C {
-            let plane = src + c * H * W, o = dst + c * S * S
+            let plane = src + min(c, channels - 1) * H * W, o = dst + c * S * S
             let m = mean[c], inv = 1 / std[c]
             let contrast = Float(aug.contrast), bright = Float(aug.brightness)
             for y in 0..<S {
@@ -87,7 +95,7 @@ public struct BatchMaker {
 
     /// A batch of `indices` from the data set (augmented when `augmentEpoch` is set).
     public func batch(_ dataset: Dataset, _ indices: [Int], into out: Tensor, seed: UInt64, augmentEpoch: Int?) throws -> [Int] {
-        out.resize([indices.count, channels, size, size])
+        out.resize([indices.count, outChannels, size, size])
         let bytes = try dataset.readImages(indices)
         let per = channels * height * width
         bytes.withUnsafeBufferPointer { b in

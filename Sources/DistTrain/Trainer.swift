@@ -63,7 +63,8 @@ public final class Trainer {
         var ocfg = OptimizerConfig(kind: cfg.optimizer, weightDecay: cfg.weightDecay)
         ocfg.momentum = cfg.momentum
         optimizer = Optimizer(ocfg, store: net.store)
-        batchMaker = BatchMaker(dataset: dataset, size: cfg.imageSize)
+        batchMaker = BatchMaker(dataset: dataset, size: cfg.imageSize, outChannels: cfg.inChannels,
+                                mean: cfg.mean.isEmpty ? nil : cfg.mean, std: cfg.std.isEmpty ? nil : cfg.std)
         metrics = MetricsLog(dir: cfg.run)
         var loadedFrom = ""
         if comm.isRoot {
@@ -72,6 +73,10 @@ public final class Trainer {
                 metrics = MetricsLog.load(dir: cfg.run, upTo: state.epoch)
             } else {
                 net.initialize(seed: cfg.seed)
+                if cfg.method == .transfer {
+                    let report = try Transfer.loadSource(cfg.pretrained, into: net, adapt: cfg.adaptConv1)
+                    console.line(report)
+                }
             }
         }
         _ = loadedFrom
@@ -156,8 +161,10 @@ public final class Trainer {
             let test = try evaluate("test")
             let seconds = now() - t0
             state.epoch = epoch
-            let better = val.count > 0 && (val.loss < state.bestValLoss || (val.loss == state.bestValLoss && val.accuracy > state.bestValAccuracy))
-            if better || state.bestEpoch == 0 {
+            // Best on validation (loss, then accuracy); without a val split, the latest.
+            let better = val.count == 0
+                || val.loss < state.bestValLoss || (val.loss == state.bestValLoss && val.accuracy > state.bestValAccuracy)
+            if better {
                 state.bestValLoss = val.count > 0 ? val.loss : state.bestValLoss
                 state.bestValAccuracy = val.count > 0 ? val.accuracy : state.bestValAccuracy
                 state.bestEpoch = epoch
@@ -182,6 +189,7 @@ public final class Trainer {
     /// One epoch; returns global train loss, accuracy, images/s and the last lr.
     func trainEpoch(_ epoch: Int) throws -> (Double, Double, Double, Double) {
         net.setTraining(!config.frozenBatchNormStatistics)
+        if config.method == .transfer { applyTransferPhase(epoch) }
         let sampler = self.sampler, schedule = self.schedule
         let perm = sampler.permutation(epoch: epoch)
         let split = trainSplit
@@ -223,6 +231,28 @@ public final class Trainer {
                                     formatDuration(eta)), step: step + 1, of: steps)
         }
         return (lossSum / seen, correct / seen, seen / (now() - t0), lr)
+    }
+
+    /// Epochs 1...freezeEpochs train the head alone (backbone weights frozen,
+    /// its BN in eval mode); later epochs train everything, the backbone at
+    /// backboneLRScale x the learning rate. A function of the epoch, so a
+    /// resumed run lands in the right phase.
+    func applyTransferPhase(_ epoch: Int) {
+        let backbone = ["conv1", "bn1", "layer"]
+        let s = net.store
+        if epoch <= config.freezeEpochs {
+            s.setFrozen(true, prefixes: backbone)
+            net.freezeBatchNorm(prefixes: ["bn1", "layer"])
+            optimizer.setLRScale(1, prefixes: [""])
+            if epoch == state.epoch + 1 || epoch == 1 { console.line("epoch \(epoch): training the head alone (backbone frozen)") }
+        } else {
+            s.setFrozen(false, prefixes: [""])
+            optimizer.setLRScale(Float(config.backboneLRScale), prefixes: backbone)
+            optimizer.setLRScale(1, prefixes: ["fc."])
+            if epoch == config.freezeEpochs + 1 {
+                console.line("epoch \(epoch): training everything, backbone at \(config.backboneLRScale) x lr")
+            }
+        }
     }
 
     func countCorrect(_ logits: Tensor, _ labels: [Int]) -> Int {

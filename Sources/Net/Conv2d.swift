@@ -65,7 +65,7 @@ public final class Conv2d {
         input = x
         let w = store.values + weight.offset
         let xp = x.data, yp = output.data
-        if usesWinograd {
+        if usesWinograd(H: H, W: W) {
             winogradForward(x)
             addBias(N: N, P: P)
             return output
@@ -146,7 +146,7 @@ public final class Conv2d {
             }
         }
         if frozen && !needInputGrad { return }
-        if usesWinograd {
+        if usesWinograd(H: H, W: W) {
             winogradBackward(x, dy, needInputGrad: needInputGrad, frozen: frozen)
             return
         }
