@@ -1,4 +1,5 @@
 import ArgumentParser
+import Cams
 import Foundation
 import Net
 
@@ -265,32 +266,35 @@ struct Eval: ParsableCommand {
     @Option(help: "Checkpoint file inside ckpt/ (default best.h5).") var checkpoint: String = "best.h5"
     @OptionGroup var threading: ThreadOptions
 
+    @Option(help: "CAM methods for the report: all, or a comma-separated list of \(CAMKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var cams: String = "all"
+
     func run() throws {
+        let kinds = try parseCAMs(cams)
         try withCommunicator(debug: false, threads: threading) { comm in
             var cfg = try TrainConfig.load(runDir + "/config.json")
             cfg.run = runDir
             let trainer = try Trainer(config: cfg, comm: comm)
-            let path = "\(runDir)/ckpt/\(checkpoint)"
-            if comm.isRoot { try Checkpoint.load(path, into: trainer.net) }
-            try trainer.broadcastEverything()
-            let val = try trainer.evaluate("val"), test = try trainer.evaluate("test")
+            let summary = try EvalStage.run(trainer: trainer, comm: comm, checkpoint: "\(runDir)/ckpt/\(checkpoint)", cams: kinds)
             guard comm.isRoot else { return }
-            for (name, m) in [("val", val), ("test", test)] where m.count > 0 {
+            for (name, m) in [("val", summary.val), ("test", summary.test)] where m.count > 0 {
                 print(String(format: "%@ (%d images): loss %.4f  accuracy %.4f  sensitivity %.4f  specificity %.4f  precision %.4f  F1 %.4f  AUC %.4f",
                              name, m.count, m.loss, m.accuracy, m.sensitivity, m.specificity, m.precision, m.f1, m.auc))
-                print("  confusion (rows true \(cfg.classNames), columns predicted): \(m.confusion)")
             }
-            try FileManager.default.createDirectory(atPath: runDir + "/report", withIntermediateDirectories: true)
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-            try enc.encode(["checkpoint": EvalSummary(checkpoint: path, val: val, test: test)]).write(to: URL(fileURLWithPath: runDir + "/report/summary.json"))
-            print("wrote \(runDir)/report/summary.json")
+            print("  test confusion (rows true \(cfg.classNames), columns predicted): \(summary.test.confusion)")
         }
     }
 }
 
-struct EvalSummary: Codable { var checkpoint: String; var val: SplitMetrics; var test: SplitMetrics }
+func parseCAMs(_ s: String) throws -> [CAMKind] {
+    if s == "all" { return CAMKind.allCases }
+    return try s.split(separator: ",").map { name in
+        guard let k = CAMKind(rawValue: name.trimmingCharacters(in: .whitespaces).lowercased()) else {
+            throw ValidationError("unknown CAM method '\(name)'; choose from \(CAMKind.allCases.map(\.rawValue).joined(separator: ", ")) or all")
+        }
+        return k
+    }
+}
 
 struct Prepare: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -54,6 +54,46 @@ public struct TrainConfig: Codable, Sendable, Equatable {
 
     public init() {}
 
+    enum CodingKeys: String, CodingKey { case method, arch, data, dataset, epochs, batchSize, lr, optimizer, momentum, weightDecay, schedule, warmupEpochs, imageSize, seed, run, labelSmoothing, augment, keepCheckpoints, evalBatchSize, width, inChannels, numClasses, classNames, mean, std, datasetFingerprint, pretrained, freezeEpochs, backboneLRScale, adaptConv1, frozenBatchNormStatistics, stopAfterEpochs }
+
+    /// Every key optional: a config.json from an older disttrain still loads,
+    /// with the defaults for what it lacks.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        if let v = try c.decodeIfPresent(type(of: method).self, forKey: .method) { method = v }
+        if let v = try c.decodeIfPresent(type(of: arch).self, forKey: .arch) { arch = v }
+        if let v = try c.decodeIfPresent(type(of: data).self, forKey: .data) { data = v }
+        if let v = try c.decodeIfPresent(type(of: dataset).self, forKey: .dataset) { dataset = v }
+        if let v = try c.decodeIfPresent(type(of: epochs).self, forKey: .epochs) { epochs = v }
+        if let v = try c.decodeIfPresent(type(of: batchSize).self, forKey: .batchSize) { batchSize = v }
+        if let v = try c.decodeIfPresent(type(of: lr).self, forKey: .lr) { lr = v }
+        if let v = try c.decodeIfPresent(type(of: optimizer).self, forKey: .optimizer) { optimizer = v }
+        if let v = try c.decodeIfPresent(type(of: momentum).self, forKey: .momentum) { momentum = v }
+        if let v = try c.decodeIfPresent(type(of: weightDecay).self, forKey: .weightDecay) { weightDecay = v }
+        if let v = try c.decodeIfPresent(type(of: schedule).self, forKey: .schedule) { schedule = v }
+        if let v = try c.decodeIfPresent(type(of: warmupEpochs).self, forKey: .warmupEpochs) { warmupEpochs = v }
+        if let v = try c.decodeIfPresent(type(of: imageSize).self, forKey: .imageSize) { imageSize = v }
+        if let v = try c.decodeIfPresent(type(of: seed).self, forKey: .seed) { seed = v }
+        if let v = try c.decodeIfPresent(type(of: run).self, forKey: .run) { run = v }
+        if let v = try c.decodeIfPresent(type(of: labelSmoothing).self, forKey: .labelSmoothing) { labelSmoothing = v }
+        if let v = try c.decodeIfPresent(type(of: augment).self, forKey: .augment) { augment = v }
+        if let v = try c.decodeIfPresent(type(of: keepCheckpoints).self, forKey: .keepCheckpoints) { keepCheckpoints = v }
+        if let v = try c.decodeIfPresent(type(of: evalBatchSize).self, forKey: .evalBatchSize) { evalBatchSize = v }
+        if let v = try c.decodeIfPresent(type(of: width).self, forKey: .width) { width = v }
+        if let v = try c.decodeIfPresent(type(of: inChannels).self, forKey: .inChannels) { inChannels = v }
+        if let v = try c.decodeIfPresent(type(of: numClasses).self, forKey: .numClasses) { numClasses = v }
+        if let v = try c.decodeIfPresent(type(of: classNames).self, forKey: .classNames) { classNames = v }
+        if let v = try c.decodeIfPresent(type(of: mean).self, forKey: .mean) { mean = v }
+        if let v = try c.decodeIfPresent(type(of: std).self, forKey: .std) { std = v }
+        if let v = try c.decodeIfPresent(type(of: datasetFingerprint).self, forKey: .datasetFingerprint) { datasetFingerprint = v }
+        if let v = try c.decodeIfPresent(type(of: pretrained).self, forKey: .pretrained) { pretrained = v }
+        if let v = try c.decodeIfPresent(type(of: freezeEpochs).self, forKey: .freezeEpochs) { freezeEpochs = v }
+        if let v = try c.decodeIfPresent(type(of: backboneLRScale).self, forKey: .backboneLRScale) { backboneLRScale = v }
+        if let v = try c.decodeIfPresent(type(of: adaptConv1).self, forKey: .adaptConv1) { adaptConv1 = v }
+        if let v = try c.decodeIfPresent(type(of: frozenBatchNormStatistics).self, forKey: .frozenBatchNormStatistics) { frozenBatchNormStatistics = v }
+        if let v = try c.decodeIfPresent(type(of: stopAfterEpochs).self, forKey: .stopAfterEpochs) { stopAfterEpochs = v }
+    }
+
     public var netConfig: ResNetConfig {
         ResNetConfig(arch: arch, inChannels: inChannels, numClasses: numClasses, width: width)
     }

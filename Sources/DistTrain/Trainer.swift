@@ -45,7 +45,7 @@ public final class Trainer {
     var metrics: MetricsLog
     let debug: Bool
     let console: Console
-    let batchMaker: BatchMaker
+    public let batchMaker: BatchMaker
     let x = Tensor(), dlogits = Tensor()
 
     public var runDir: String { config.run }
@@ -299,8 +299,11 @@ public final class Trainer {
 
     /// Metrics of a split, evaluated sharded (position k goes to rank k % size)
     /// and combined by all-reducing per-sample arrays.
-    public func evaluate(_ name: String) throws -> SplitMetrics {
-        guard let split = dataset.splits[name], !split.isEmpty else { return SplitMetrics() }
+    public func evaluate(_ name: String) throws -> SplitMetrics { try evaluateDetailed(name).metrics }
+
+    /// Metrics plus every sample's label and class-1 score (for ROC curves).
+    public func evaluateDetailed(_ name: String) throws -> (metrics: SplitMetrics, labels: [Int], scores: [Double]) {
+        guard let split = dataset.splits[name], !split.isEmpty else { return (SplitMetrics(), [], []) }
         net.setTraining(false)
         defer { net.setTraining(true) }
         let n = split.count, K = config.numClasses
@@ -322,7 +325,8 @@ public final class Trainer {
         }
         comm.allreduceSum(&scores); comm.allreduceSum(&preds); comm.allreduceSum(&losses)
         let labels = split.map { dataset.labels[$0] }
-        return SplitMetrics(lossSum: losses.reduce(0, +), labels: labels, predictions: preds.map { Int($0) }, scores: scores, classes: K)
+        return (SplitMetrics(lossSum: losses.reduce(0, +), labels: labels, predictions: preds.map { Int($0) }, scores: scores, classes: K),
+                labels, scores)
     }
 
     /// epoch-NNNN.h5, then last.h5 (and best.h5) as copies written the same
