@@ -8,7 +8,7 @@ public struct DistTrainCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "disttrain",
         abstract: "Data-parallel ResNet training on CT slices over MPI, with CAM explanations.",
-        subcommands: [Train.self, Resume.self, Eval.self, Prepare.self, Pretrain.self, ImportWeights.self, Bench.self, Smoke.self],
+        subcommands: [Train.self, Resume.self, Eval.self, Report.self, Predict.self, Prepare.self, Pretrain.self, ImportWeights.self, Synth.self, Bench.self, Smoke.self],
         defaultSubcommand: Train.self)
 
     public init() {}

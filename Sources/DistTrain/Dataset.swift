@@ -13,7 +13,7 @@ public struct Sample: Sendable { public var file: String; public var label: Int;
 
 public final class Dataset {
     public let path: String
-    let file: HDF5File
+    public let file: HDF5File
     public let count: Int, channels: Int, height: Int, width: Int
     public let labels: [Int]
     public let classNames: [String]

@@ -92,6 +92,22 @@ public struct EvalStage {
         if !camGrid.isEmpty {
             try grid(camGrid, tileWidth: S, tileHeight: S, columns: columns).write(dir + "/cam-grid.png")
         }
+        // Localisation against lesion masks, where the data set has them (phantoms).
+        var localization: [Localization] = []
+        let source = (try? ds.file.stringAttribute("source")) ?? nil
+        if let src = source, FileManager.default.fileExists(atPath: src + "/masks") {
+            let names = try ds.filenames()
+            let positives = Array(test.indices.filter { labels[$0] == 1 }.prefix(12))
+            var maps = [String: [[Float]]](), masks: [[UInt8]] = []
+            for pos in positives {
+                guard let m = try? Image.read(src + "/masks/" + names[test[pos]]).converted(channels: 1).resized(width: S, height: S) else { continue }
+                masks.append(m.pixels)
+                let x = Tensor()
+                _ = try trainer.batchMaker.batch(ds, [test[pos]], into: x, seed: cfg.seed, augmentEpoch: nil)
+                for kind in cams { maps[kind.rawValue, default: []].append(explainer.explain(x, method: kind, target: .classIndex(1)).maps) }
+            }
+            if !masks.isEmpty { localization = cams.map { Localization.score(method: $0.rawValue, maps: maps[$0.rawValue]!, masks: masks) } }
+        }
         // summary.json and index.html.
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -103,6 +119,7 @@ public struct EvalStage {
         full.wallSeconds = rows.reduce(0) { $0 + $1.seconds }
         full.imagesPerSecond = rows.isEmpty ? 0 : rows.reduce(0) { $0 + $1.imagesPerSecond } / Double(rows.count)
         full.classNames = cfg.classNames
+        full.localization = localization.isEmpty ? nil : localization
         try enc.encode(full).write(to: URL(fileURLWithPath: dir + "/summary.json"))
         try htmlPage(full, cams: cams, rows: rowsHTML).write(toFile: dir + "/index.html", atomically: true, encoding: .utf8)
         print(String(format: "report: %@/index.html (%.0f s)", dir, now() - t0))
@@ -136,6 +153,7 @@ public struct EvalStage {
         <p><img src="loss.png" alt="loss"> <img src="accuracy.png" alt="accuracy"> <img src="roc.png" alt="ROC curve (test): false positive rate vs true positive rate"></p>
         <h2>First-layer kernels</h2><p>conv1, one tile per output channel; gray = 0, white positive, black negative, one scale for all.</p>
         <p><img src="kernels.png" alt="conv1 kernels"></p>
+        \(localizationTable(s.localization))
         <h2>Explanations on test slices</h2>
         <p>Fixed sample (same slices for every model on this data set) plus up to two slices this model gets wrong. Columns: the slice,
         |dL/dx| (input gradient, turbo), then each CAM at layer4 over the slice (jet, red = high), explaining the predicted class.</p>
@@ -143,6 +161,15 @@ public struct EvalStage {
         \(rows.joined(separator: "\n"))</table></body></html>
         """
     }
+}
+
+func localizationTable(_ l: [Localization]?) -> String {
+    guard let l, let first = l.first else { return "" }
+    return "<h2>Localisation of the lesions (\(first.images) positive test phantoms)</h2><p>Pointing game: share of slices whose map peaks inside the lesion mask; "
+        + "energy: share of the map inside the mask (a uniform map scores the mask's area, \(String(format: "%.3f", first.chance))).</p>"
+        + "<table class=m><tr><th>method</th><th>pointing game</th><th>energy inside</th></tr>"
+        + l.map { String(format: "<tr><td>%@</td><td>%.3f</td><td>%.3f</td></tr>", $0.method, $0.pointingGame, $0.energyInside) }.joined()
+        + "</table>"
 }
 
 func htmlEscape(_ s: String) -> String {
@@ -157,6 +184,7 @@ public struct EvalSummary: Codable {
     public var imageSize: Int?, bestEpoch: Int?, epochs: Int?
     public var wallSeconds: Double?, imagesPerSecond: Double?
     public var classNames: [String]?
+    public var localization: [Localization]?
 
     public init(checkpoint: String, val: SplitMetrics, test: SplitMetrics) {
         self.checkpoint = checkpoint; self.val = val; self.test = test
