@@ -4,6 +4,8 @@ import Net
 /// Prints on rank 0 only: a refreshed line on a terminal, plain lines in logs.
 public struct Console {
     public let enabled: Bool
+    /// --debug: a line for every step.
+    public var verbose = false
     // Under mpirun a rank's stdout is a pseudo-terminal even when mpirun's own
     // output goes to a file, so ranks print plain lines.
     let tty = isatty(STDOUT_FILENO) != 0 && !MPICommunicator.launchedByMPI
@@ -18,7 +20,7 @@ public struct Console {
         if tty {
             print("\r\u{1B}[K" + s, terminator: "")
             fflush(stdout)
-        } else if step == total || step % max(1, total / 5) == 0 {
+        } else if verbose || step == total || step % max(1, total / 5) == 0 {
             print(s)
             fflush(stdout)
         }
@@ -56,7 +58,9 @@ public final class Trainer {
     public init(config cfg: TrainConfig, comm: Communicator, debug: Bool = false, resume: Bool = false) throws {
         self.comm = comm
         self.debug = debug
-        console = Console(enabled: comm.isRoot)
+        var console = Console(enabled: comm.isRoot)
+        console.verbose = debug
+        self.console = console
         dataset = try Dataset(path: cfg.dataset)
         config = cfg
         net = ResNet(cfg.netConfig)
@@ -226,9 +230,14 @@ public final class Trainer {
             lossSum += stats[0]; correct += stats[1]; seen += stats[2]
             let elapsed = now() - t0, ips = seen / elapsed
             let eta = elapsed / Double(step + 1) * Double(steps - step - 1)
-            console.progress(String(format: "epoch %d/%d  step %d/%d  loss %.4f  acc %.3f  lr %.2e  %.1f img/s  ETA %@",
-                                    epoch, config.epochs, step + 1, steps, lossSum / seen, correct / seen, lr, ips,
-                                    formatDuration(eta)), step: step + 1, of: steps)
+            var line = String(format: "epoch %d/%d  step %d/%d  loss %.4f  acc %.3f  lr %.2e  %.1f img/s  ETA %@",
+                              epoch, config.epochs, step + 1, steps, lossSum / seen, correct / seen, lr, ips, formatDuration(eta))
+            if debug {
+                var g2 = 0.0
+                for i in 0..<s.parameterCount { g2 += Double(s.grads[i]) * Double(s.grads[i]) }
+                line += String(format: "  step loss %.4f  |grad| %.4e", globalLoss, g2.squareRoot())
+            }
+            console.progress(line, step: step + 1, of: steps)
         }
         return (lossSum / seen, correct / seen, seen / (now() - t0), lr)
     }
