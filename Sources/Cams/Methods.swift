@@ -24,16 +24,7 @@ public struct HiResCAM: CAMMethod {
     public init() {}
     public var needsGradients: Bool { true }
     public func channelWeights(_ input: CAMInput) -> [Float] { GradCAM().channelWeights(input) }
-    public func saliency(_ input: CAMInput) -> [Float] {
-        let N = input.N, C = input.C, hw = input.hw
-        let a = input.A.data, g = input.G!.data
-        var out = [Float](repeating: 0, count: N * hw)
-        for n in 0..<N { for c in 0..<C { for p in 0..<hw {
-            let i = (n * C + c) * hw + p
-            out[n * hw + p] += g[i] * a[i]
-        } } }
-        return out
-    }
+    public func saliency(_ input: CAMInput) -> [Float] { channelSumOfGradientTimesActivation(input) { $0 } }
 }
 
 /// Grad-CAM++ (Chattopadhay et al. 2018, eq. 19): alpha = G^2 / (2 G^2 + sum_p A * G^3 + eps),
@@ -79,16 +70,20 @@ public struct LayerCAM: CAMMethod {
     public init() {}
     public var needsGradients: Bool { true }
     public func channelWeights(_ input: CAMInput) -> [Float] { GradCAM().channelWeights(input) }
-    public func saliency(_ input: CAMInput) -> [Float] {
-        let N = input.N, C = input.C, hw = input.hw
-        let a = input.A.data, g = input.G!.data
-        var out = [Float](repeating: 0, count: N * hw)
-        for n in 0..<N { for c in 0..<C { for p in 0..<hw {
-            let i = (n * C + c) * hw + p
-            out[n * hw + p] += max(g[i], 0) * a[i]
-        } } }
-        return out
-    }
+    public func saliency(_ input: CAMInput) -> [Float] { channelSumOfGradientTimesActivation(input) { max($0, 0) } }
+}
+
+/// sum_c f(G_c) * A_c, elementwise over space (HiResCAM: f = identity, LayerCAM: ReLU).
+@inline(__always)
+func channelSumOfGradientTimesActivation(_ input: CAMInput, _ f: (Float) -> Float) -> [Float] {
+    let N = input.N, C = input.C, hw = input.hw
+    let a = input.A.data, g = input.G!.data
+    var out = [Float](repeating: 0, count: N * hw)
+    for n in 0..<N { for c in 0..<C { for p in 0..<hw {
+        let i = (n * C + c) * hw + p
+        out[n * hw + p] += f(g[i]) * a[i]
+    } } }
+    return out
 }
 
 /// Eigen-CAM (Muhammad & Yeasin 2020): the projection of the centred (hw, C)

@@ -95,25 +95,18 @@ public final class MPICommunicator: Communicator {
         }
     }
 
-    public func allreduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) {
+    /// In-place MPI_SUM over buckets of at most 2^28 elements.
+    func allreduceSum<T>(_ data: UnsafeMutablePointer<T>, count: Int, type: MPI_Datatype) {
         var off = 0
         while off < count {
             let n = min(MPICommunicator.bucket, count - off)
-            check(MPI_Allreduce(disttrain_mpi_in_place(), data + off, Int32(n), disttrain_mpi_float(), disttrain_mpi_sum(), comm),
-                  "MPI_Allreduce")
+            check(MPI_Allreduce(disttrain_mpi_in_place(), data + off, Int32(n), type, disttrain_mpi_sum(), comm), "MPI_Allreduce")
             off += n
         }
     }
 
-    public func allreduceSum(_ data: UnsafeMutablePointer<Double>, count: Int) {
-        var off = 0
-        while off < count {
-            let n = min(MPICommunicator.bucket, count - off)
-            check(MPI_Allreduce(disttrain_mpi_in_place(), data + off, Int32(n), disttrain_mpi_double(), disttrain_mpi_sum(), comm),
-                  "MPI_Allreduce")
-            off += n
-        }
-    }
+    public func allreduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) { allreduceSum(data, count: count, type: disttrain_mpi_float()) }
+    public func allreduceSum(_ data: UnsafeMutablePointer<Double>, count: Int) { allreduceSum(data, count: count, type: disttrain_mpi_double()) }
 
     public func allreduceMax(_ value: Double) -> Double {
         var v = value

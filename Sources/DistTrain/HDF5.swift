@@ -99,29 +99,21 @@ public final class HDF5File {
     }
 
     /// Reads any numeric dataset converted to Float.
-    public func readFloats(_ name: String) throws -> (shape: [Int], values: [Float]) {
+    /// Any numeric dataset, converted by HDF5 to the memory type of T.
+    func read<T: Numeric>(_ name: String, as memType: hid_t) throws -> (shape: [Int], values: [T]) {
         let d = try openDataset(name)
         defer { H5Dclose(d) }
         let shape = dims(d)
-        var v = [Float](repeating: 0, count: shape.reduce(1, *))
+        var v = [T](repeating: 0, count: shape.reduce(1, *))
         let st = v.withUnsafeMutableBytes {
-            H5Dread(d, disttrain_h5t_native_float(), disttrain_h5s_all(), disttrain_h5s_all(), disttrain_h5p_default(), $0.baseAddress)
+            H5Dread(d, memType, disttrain_h5s_all(), disttrain_h5s_all(), disttrain_h5p_default(), $0.baseAddress)
         }
         if st < 0 { throw HDF5Error("\(path): cannot read dataset '\(name)' (corrupt or checksum mismatch)") }
         return (shape, v)
     }
 
-    public func readInt64s(_ name: String) throws -> (shape: [Int], values: [Int64]) {
-        let d = try openDataset(name)
-        defer { H5Dclose(d) }
-        let shape = dims(d)
-        var v = [Int64](repeating: 0, count: shape.reduce(1, *))
-        let st = v.withUnsafeMutableBytes {
-            H5Dread(d, disttrain_h5t_native_int64(), disttrain_h5s_all(), disttrain_h5s_all(), disttrain_h5p_default(), $0.baseAddress)
-        }
-        if st < 0 { throw HDF5Error("\(path): cannot read dataset '\(name)' (corrupt or checksum mismatch)") }
-        return (shape, v)
-    }
+    public func readFloats(_ name: String) throws -> (shape: [Int], values: [Float]) { try read(name, as: disttrain_h5t_native_float()) }
+    public func readInt64s(_ name: String) throws -> (shape: [Int], values: [Int64]) { try read(name, as: disttrain_h5t_native_int64()) }
 
     /// Writes a dataset of `memType` elements. `chunked` adds a chunk layout
     /// with Fletcher32 checksums (scalars cannot be chunked).
@@ -239,17 +231,7 @@ public final class HDF5File {
 }
 
 extension HDF5File {
-    public func readDoubles(_ name: String) throws -> (shape: [Int], values: [Double]) {
-        let d = try openDataset(name)
-        defer { H5Dclose(d) }
-        let shape = dims(d)
-        var v = [Double](repeating: 0, count: shape.reduce(1, *))
-        let st = v.withUnsafeMutableBytes {
-            H5Dread(d, disttrain_h5t_native_double(), disttrain_h5s_all(), disttrain_h5s_all(), disttrain_h5p_default(), $0.baseAddress)
-        }
-        if st < 0 { throw HDF5Error("\(path): cannot read dataset '\(name)' (corrupt or checksum mismatch)") }
-        return (shape, v)
-    }
+    public func readDoubles(_ name: String) throws -> (shape: [Int], values: [Double]) { try read(name, as: disttrain_h5t_native_double()) }
 }
 
 // MARK: images, strings, selections

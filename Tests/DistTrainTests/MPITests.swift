@@ -5,12 +5,7 @@ import XCTest
 
 /// `mpirun -n 2` on tiny synthetic data, through the real binary.
 final class MPITests: XCTestCase {
-    static var data: String = {
-        let dir = makeTempDir("mpi-data")
-        try! writeSyntheticCSVSet(dir, train: 16, val: 4, test: 4, size: 32)
-        try! DatasetSource.detect(dir).prepare(out: dir + "/data.h5")
-        return dir + "/data.h5"
-    }()
+    static var data: String = preparedSyntheticSet("mpi-data", train: 16, val: 4, test: 4)
 
     override func setUpWithError() throws {
         guard mpirunAvailable else { throw XCTSkip("mpirun not installed (launch/setup installs openmpi-bin)") }

@@ -84,3 +84,11 @@ func runCommand(_ args: [String], timeout: Double = 120, env extra: [String: Str
 }
 
 var mpirunAvailable: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/mpirun") }
+
+/// A tiny synthetic CSV set prepared into HDF5 (once per name): its .h5 path.
+func preparedSyntheticSet(_ name: String, train: Int = 16, val: Int = 4, test: Int = 4) -> String {
+    let dir = makeTempDir(name)
+    try! writeSyntheticCSVSet(dir, train: train, val: val, test: test, size: 32)
+    try! DatasetSource.detect(dir).prepare(out: dir + "/data.h5")
+    return dir + "/data.h5"
+}

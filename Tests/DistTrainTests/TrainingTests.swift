@@ -5,12 +5,7 @@ import XCTest
 
 /// Single-process training through the Trainer API on a tiny synthetic set.
 final class TrainingTests: XCTestCase {
-    static var data: String = {
-        let dir = makeTempDir("train-data")
-        try! writeSyntheticCSVSet(dir, train: 16, val: 4, test: 6, size: 32)
-        try! DatasetSource.detect(dir).prepare(out: dir + "/data.h5")
-        return dir + "/data.h5"
-    }()
+    static var data: String = preparedSyntheticSet("train-data", train: 16, val: 4, test: 6)
 
     func config(_ run: String, epochs: Int = 3) -> TrainConfig {
         var c = TrainConfig()
