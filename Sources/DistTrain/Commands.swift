@@ -268,6 +268,7 @@ struct Eval: ParsableCommand {
 
     @Option(help: "CAM methods for the report: all, or a comma-separated list of \(CAMKind.allCases.map(\.rawValue).joined(separator: ", ")).")
     var cams: String = "all"
+    @Option(help: "Layer the CAMs explain: layer1...layer4 or a block such as layer4.1.") var layer: String = "layer4"
 
     func run() throws {
         let kinds = try parseCAMs(cams)
@@ -275,7 +276,7 @@ struct Eval: ParsableCommand {
             var cfg = try TrainConfig.load(runDir + "/config.json")
             cfg.run = runDir
             let trainer = try Trainer(config: cfg, comm: comm)
-            let summary = try EvalStage.run(trainer: trainer, comm: comm, checkpoint: "\(runDir)/ckpt/\(checkpoint)", cams: kinds)
+            let summary = try EvalStage.run(trainer: trainer, comm: comm, checkpoint: "\(runDir)/ckpt/\(checkpoint)", cams: kinds, layer: layer)
             guard comm.isRoot else { return }
             for (name, m) in [("val", summary.val), ("test", summary.test)] where m.count > 0 {
                 print(String(format: "%@ (%d images): loss %.4f  accuracy %.4f  sensitivity %.4f  specificity %.4f  precision %.4f  F1 %.4f  AUC %.4f",

@@ -24,7 +24,8 @@ public struct EvalStage {
     }
 
     /// Loads the checkpoint on every rank, evaluates, and (rank 0) writes the report.
-    public static func run(trainer: Trainer, comm: Communicator, checkpoint: String, cams: [CAMKind] = CAMKind.allCases) throws -> EvalSummary {
+    public static func run(trainer: Trainer, comm: Communicator, checkpoint: String, cams: [CAMKind] = CAMKind.allCases,
+                           layer: String = "layer4") throws -> EvalSummary {
         if comm.isRoot { try Checkpoint.load(checkpoint, into: trainer.net) }
         try trainer.broadcastEverything()
         let (val, _, _) = try trainer.evaluateDetailed("val")
@@ -33,11 +34,12 @@ public struct EvalStage {
         guard comm.isRoot else { return summary }
         let dir = trainer.config.run + "/report"
         try FileManager.default.createDirectory(atPath: dir + "/cams", withIntermediateDirectories: true)
-        try writeReport(trainer: trainer, dir: dir, summary: summary, labels: labels, scores: scores, cams: cams)
+        try writeReport(trainer: trainer, dir: dir, summary: summary, labels: labels, scores: scores, cams: cams, layer: layer)
         return summary
     }
 
-    static func writeReport(trainer: Trainer, dir: String, summary: EvalSummary, labels: [Int], scores: [Double], cams: [CAMKind]) throws {
+    static func writeReport(trainer: Trainer, dir: String, summary: EvalSummary, labels: [Int], scores: [Double], cams: [CAMKind],
+                            layer: String) throws {
         let cfg = trainer.config, net = trainer.net, ds = trainer.dataset
         let t0 = now()
         // Curves from metrics.h5.
@@ -60,7 +62,7 @@ public struct EvalStage {
         var sample = fixedSample(ds)
         let wrong = test.indices.filter { (scores[$0] >= 0.5 ? 1 : 0) != labels[$0] }.prefix(2)
         sample += wrong.filter { !sample.contains($0) }
-        let explainer = try CAMExplainer(net: net, layer: "layer4")
+        let explainer = try CAMExplainer(net: net, layer: layer)
         let S = cfg.imageSize
         var rowsHTML: [String] = []
         var camGrid: [[UInt8]] = []
@@ -119,6 +121,7 @@ public struct EvalStage {
         full.wallSeconds = rows.reduce(0) { $0 + $1.seconds }
         full.imagesPerSecond = rows.isEmpty ? 0 : rows.reduce(0) { $0 + $1.imagesPerSecond } / Double(rows.count)
         full.classNames = cfg.classNames
+        full.camLayer = layer
         full.localization = localization.isEmpty ? nil : localization
         try enc.encode(full).write(to: URL(fileURLWithPath: dir + "/summary.json"))
         try htmlPage(full, cams: cams, rows: rowsHTML).write(toFile: dir + "/index.html", atomically: true, encoding: .utf8)
@@ -156,7 +159,7 @@ public struct EvalStage {
         \(localizationTable(s.localization))
         <h2>Explanations on test slices</h2>
         <p>Fixed sample (same slices for every model on this data set) plus up to two slices this model gets wrong. Columns: the slice,
-        |dL/dx| (input gradient, turbo), then each CAM at layer4 over the slice (jet, red = high), explaining the predicted class.</p>
+        |dL/dx| (input gradient, turbo), then each CAM at \(s.camLayer ?? "layer4") over the slice (jet, red = high), explaining the predicted class.</p>
         <table class=cams><tr><th></th><th>input</th><th>input gradient</th>\(cams.map { "<th>\($0.rawValue)</th>" }.joined())</tr>
         \(rows.joined(separator: "\n"))</table></body></html>
         """
@@ -185,6 +188,7 @@ public struct EvalSummary: Codable {
     public var wallSeconds: Double?, imagesPerSecond: Double?
     public var classNames: [String]?
     public var localization: [Localization]?
+    public var camLayer: String?
 
     public init(checkpoint: String, val: SplitMetrics, test: SplitMetrics) {
         self.checkpoint = checkpoint; self.val = val; self.test = test
