@@ -31,13 +31,12 @@ public enum Checkpoint {
                     try f.write("model/" + e.name, shape: e.shape, floats: s.read(e), chunked: e.count > 0)
                 }
             }
-            for (i, e) in s.entries.enumerated() where e.kind == .parameter {
+            for e in s.entries where e.kind == .parameter {
                 for (k, name) in optimizer.stateNames.enumerated() {
                     let base = k == 0 ? optimizer.state1 : optimizer.state2
                     let v = Array(UnsafeBufferPointer(start: base + e.offset, count: e.count))
                     try f.write("optimizer/\(e.name)/\(name)", shape: e.shape, floats: v)
                 }
-                _ = i
             }
             try f.write("optimizer/steps", shape: [optimizer.steps.count], int64s: optimizer.steps)
             try f.write("state/epoch", shape: [1], int64s: [Int64(state.epoch)])

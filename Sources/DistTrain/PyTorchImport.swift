@@ -113,7 +113,7 @@ public enum PyTorchImport {
         var reader = PickleReader(data[entries[pkl]!], path: path)
         let value = try reader.load()
         // Unwrap {"state_dict": ...} / {"model": ...}.
-        var dict = try stateDict(value, path: path)
+        let dict = try stateDict(value, path: path)
         var out: [String: ImportedTensor] = [:]
         for (k, v) in dict {
             guard case .tensor(let t) = v else { continue }
@@ -123,7 +123,6 @@ public enum PyTorchImport {
                                     strided: (t.offset, t.shape, t.stride))
             out[k] = ImportedTensor(shape: t.shape, values: values, dtype: t.dtype)
         }
-        dict.removeAll()
         return out
     }
 

@@ -70,10 +70,9 @@ public final class Trainer {
         batchMaker = BatchMaker(dataset: dataset, size: cfg.imageSize, outChannels: cfg.inChannels,
                                 mean: cfg.mean.isEmpty ? nil : cfg.mean, std: cfg.std.isEmpty ? nil : cfg.std)
         metrics = MetricsLog(dir: cfg.run)
-        var loadedFrom = ""
         if comm.isRoot {
             if resume {
-                (state, loadedFrom) = try loadNewestGood()
+                state = try loadNewestGood()
                 metrics = MetricsLog.load(dir: cfg.run, upTo: state.epoch)
             } else {
                 net.initialize(seed: cfg.seed)
@@ -83,12 +82,11 @@ public final class Trainer {
                 }
             }
         }
-        _ = loadedFrom
         try broadcastEverything()
     }
 
     /// last.h5, else the newest readable epoch file (saying so).
-    func loadNewestGood() throws -> (TrainState, String) {
+    func loadNewestGood() throws -> TrainState {
         let candidates = [ckptDir + "/last.h5"] + Checkpoint.epochFiles(ckptDir)
         var problems: [String] = []
         for path in candidates where FileManager.default.fileExists(atPath: path) {
@@ -98,7 +96,7 @@ public final class Trainer {
                     console.line("warning: \(problems.joined(separator: "; ")); resuming from \((path as NSString).lastPathComponent)")
                 }
                 console.line("resuming \(config.run) after epoch \(st.epoch) (step \(st.step)) from \((path as NSString).lastPathComponent)")
-                return (st, path)
+                return st
             } catch {
                 problems.append("\((path as NSString).lastPathComponent) is unusable (\(error))")
             }

@@ -8,7 +8,9 @@ public enum Transfer {
     /// an RGB source meets a 1-channel network by summing over its input
     /// channels ("sum"): a gray image g fed as (g, g, g) gives the same first
     /// activation. BN running statistics come along (they describe the
-    /// backbone's features). Returns a one-line report.
+    /// backbone's features). With `adapt` "replicate" the network has the
+    /// source's 3 input channels and conv1 is copied as it is (the gray image
+    /// is replicated by the loader). Returns a one-line report.
     public static func loadSource(_ path: String, into net: ResNet, adapt: String) throws -> String {
         guard FileManager.default.fileExists(atPath: path) else {
             throw RuntimeError("transfer source '\(path)' not found (build one with `disttrain pretrain` or `disttrain import-weights`)")
@@ -37,8 +39,7 @@ public enum Transfer {
                 throw RuntimeError("transfer source '\(path)': '\(e.name)' has shape \(shape), the network needs \(e.shape) (architecture mismatch?)")
             }
         }
-        _ = adapt
-        return "transfer: \(loaded) tensors from \(path)" + (adapted.isEmpty ? "" : "; " + adapted.joined(separator: "; "))
+        return "transfer (conv1: \(adapt)): \(loaded) tensors from \(path)" + (adapted.isEmpty ? "" : "; " + adapted.joined(separator: "; "))
             + "; new head: \(skipped.joined(separator: ", "))"
     }
 
