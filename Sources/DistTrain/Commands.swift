@@ -85,6 +85,8 @@ struct Train: ParsableCommand {
     @OptionGroup var options: TrainOptions
     @OptionGroup var threading: ThreadOptions
     @Flag(help: "One process without MPI, NaN/Inf checks after every step, verbose.") var debug = false
+    @Flag(inversion: .prefixedNo, help: "End with the evaluation stage of `disttrain eval` on best.h5 when the last epoch is done.")
+    var eval = true
 
     func run() throws {
         try withCommunicator(debug: debug, threads: threading) { comm in
@@ -104,10 +106,10 @@ struct Train: ParsableCommand {
                         print("no transfer source at \(defaultSource): building it first with `disttrain pretrain` on \(Pretrain.defaultData) "
                               + "(ResNet-18, 32x32, \(Pretrain.defaultEpochs) epochs: about 30-40 minutes on 2 cores)")
                     }
-                    try startTraining(Pretrain.defaultConfig(arch: o.arch), comm: comm, debug: debug)
+                    try startTraining(Pretrain.defaultConfig(arch: o.arch), comm: comm, debug: debug, evaluate: false)
                 }
             }
-            try startTraining(cfg, comm: comm, debug: debug)
+            try startTraining(cfg, comm: comm, debug: debug, evaluate: eval)
         }
     }
 }
@@ -115,8 +117,9 @@ struct Train: ParsableCommand {
 let defaultSource = "checkpoints/source-cifar10/ckpt/last.h5"
 
 /// A new run: rank 0 checks the folder, resolves the data and writes
-/// config.json; every rank then reads that configuration and trains.
-func startTraining(_ config: TrainConfig, comm: Communicator, debug: Bool) throws {
+/// config.json; every rank then reads that configuration and trains, and
+/// (`evaluate`) ends with the evaluation stage once the last epoch is done.
+func startTraining(_ config: TrainConfig, comm: Communicator, debug: Bool, evaluate: Bool = false) throws {
     var cfg = config
     guard cfg.batchSize % comm.size == 0 else {
         throw RuntimeError("--batch-size \(cfg.batchSize) does not split evenly over \(comm.size) ranks")
@@ -134,6 +137,18 @@ func startTraining(_ config: TrainConfig, comm: Communicator, debug: Bool) throw
     cfg = try JSONDecoder().decode(TrainConfig.self, from: Data(resolved.utf8))
     let trainer = try Trainer(config: cfg, comm: comm, debug: debug)
     try trainer.run()
+    if evaluate { try finalEvaluation(trainer, comm: comm) }
+}
+
+/// The eval stage on best.h5 after the last epoch (not after --stop-after).
+func finalEvaluation(_ trainer: Trainer, comm: Communicator) throws {
+    guard trainer.state.epoch >= trainer.config.epochs else { return }
+    if comm.isRoot { print("evaluating \(trainer.config.run)/ckpt/best.h5 (disttrain eval)") }
+    let s = try EvalStage.run(trainer: trainer, comm: comm, checkpoint: trainer.config.run + "/ckpt/best.h5")
+    if comm.isRoot {
+        print(String(format: "test: accuracy %.4f  loss %.4f  sensitivity %.4f  specificity %.4f  AUC %.4f",
+                     s.test.accuracy, s.test.loss, s.test.sensitivity, s.test.specificity, s.test.auc))
+    }
 }
 
 struct Pretrain: ParsableCommand {
@@ -173,7 +188,7 @@ struct Pretrain: ParsableCommand {
             var c = Pretrain.defaultConfig(arch: arch)
             c.data = data; c.run = runDir; c.imageSize = imageSize; c.epochs = epochs; c.batchSize = batchSize; c.lr = lr; c.seed = seed
             let t0 = now()
-            try startTraining(c, comm: comm, debug: false)
+            try startTraining(c, comm: comm, debug: false, evaluate: false)
             if comm.isRoot {
                 print(String(format: "source ready: %@/ckpt/last.h5 (%@ wall-clock); use it with --method transfer --pretrained %@/ckpt/last.h5",
                              runDir, formatDuration(now() - t0), runDir))
@@ -241,6 +256,8 @@ struct Resume: ParsableCommand {
     @Option(help: "Raise the total number of epochs.") var epochs: Int?
     @Option(help: "Stop after this many epochs of this invocation (0: run to the end).") var stopAfter: Int = 0
     @Flag(help: "One process without MPI, NaN/Inf checks after every step.") var debug = false
+    @Flag(inversion: .prefixedNo, help: "End with the evaluation stage on best.h5 when the last epoch is done (source runs of pretrain excepted).")
+    var eval = true
 
     func run() throws {
         try withCommunicator(debug: debug, threads: threading) { comm in
@@ -253,7 +270,11 @@ struct Resume: ParsableCommand {
             }
             if comm.isRoot, epochs != nil { try cfg.save(to: runDir + "/config.json") }
             let trainer = try Trainer(config: cfg, comm: comm, debug: debug, resume: true)
+            let before = trainer.state.epoch
             try trainer.run()
+            // A source built by pretrain has no val split and is not a CT model: no report.
+            let isSource = trainer.dataset.splits["val"] == nil
+            if eval && !isSource && before < cfg.epochs { try finalEvaluation(trainer, comm: comm) }
         }
     }
 }

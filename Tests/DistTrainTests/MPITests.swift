@@ -30,6 +30,9 @@ final class MPITests: XCTestCase {
         let b = try runCommand(["mpirun", "-n", "2", "--oversubscribe", "--bind-to", "none"] + trainArgs(r2) + ["--frozen-bn-stats"], timeout: 300)
         XCTAssertEqual(b.status, 0, b.output)
         XCTAssertTrue(b.output.contains("2 rank(s)"), b.output)
+        // train ends with the evaluation stage (sharded metrics, rank 0's report).
+        XCTAssertTrue(FileManager.default.fileExists(atPath: r2 + "/report/index.html"), b.output)
+        XCTAssertTrue(b.output.contains("test: accuracy"), b.output)
         let f1 = try HDF5File(r1 + "/ckpt/last.h5"), f2 = try HDF5File(r2 + "/ckpt/last.h5")
         var compared = 0
         for name in try f1.members("model") where !name.hasSuffix("num_batches_tracked") {
