@@ -142,8 +142,7 @@ struct Bench: ParsableCommand {
             let loss = ce.forwardBackward(logits: logits, labels: labels, dlogits: dlogits)
             net.backward(dlogits)
             let r0 = now()
-            comm.allreduceSum(s.grads, count: s.parameterCount)
-            if comm.size > 1 { let inv = 1 / Float(comm.size); for i in 0..<s.parameterCount { s.grads[i] *= inv } }
+            comm.allreduceMean(s.grads, count: s.parameterCount)
             let rt = now() - r0
             opt.step(lr: 0.01)
             comm.barrier()

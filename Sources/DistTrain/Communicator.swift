@@ -20,6 +20,14 @@ public protocol Communicator: AnyObject {
 extension Communicator {
     public var isRoot: Bool { rank == 0 }
 
+    /// In-place mean over ranks (sum, then 1/size): gradients, BN statistics.
+    public func allreduceMean(_ data: UnsafeMutablePointer<Float>, count: Int) {
+        guard size > 1 else { return }
+        allreduceSum(data, count: count)
+        let inv = 1 / Float(size)
+        for i in 0..<count { data[i] *= inv }
+    }
+
     public func allreduceSum(_ values: inout [Double]) {
         values.withUnsafeMutableBufferPointer { allreduceSum($0.baseAddress!, count: $0.count) }
     }

@@ -33,8 +33,6 @@ public final class HDF5File {
 
     deinit { H5Fclose(id) }
 
-    public func flush() { H5Fflush(id, H5F_SCOPE_GLOBAL) }
-
     public func exists(_ name: String) -> Bool {
         // Check each path component, as H5Lexists requires.
         var prefix = ""
@@ -325,12 +323,13 @@ extension HDF5File {
         return ptrs.map { $0.map { String(cString: $0) } ?? "" }
     }
 
-    public func write(_ name: String, doubles: [Double]) throws {
+    /// A float64 dataset, 1-D unless `shape` says otherwise.
+    public func write(_ name: String, shape: [Int]? = nil, doubles: [Double]) throws {
+        let shape = shape ?? [doubles.count]
+        precondition(shape.reduce(1, *) == doubles.count)
         try doubles.withUnsafeBytes {
-            try write(name, shape: [doubles.count], memType: disttrain_h5t_native_double(),
+            try write(name, shape: shape, memType: disttrain_h5t_native_double(),
                       fileType: disttrain_h5t_native_double(), chunked: true, $0.baseAddress!)
         }
     }
 }
-
-func disttrain_h5t_native_double_() -> hid_t { disttrain_h5t_native_double() }

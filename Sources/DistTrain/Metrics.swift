@@ -115,11 +115,7 @@ public struct MetricsLog {
         let tmp = dir + "/metrics.h5.tmp"
         do {
             let f = try HDF5File(tmp, .create)
-            let flat = rows.flatMap(\.values)
-            try flat.withUnsafeBytes {
-                try f.write("metrics", shape: [rows.count, EpochRow.columns.count], memType: disttrain_h5t_native_double_(),
-                            fileType: disttrain_h5t_native_double_(), chunked: true, $0.baseAddress!)
-            }
+            try f.write("metrics", shape: [rows.count, EpochRow.columns.count], doubles: rows.flatMap(\.values))
             try f.writeStrings("columns", EpochRow.columns)
             // One dataset per column too, so pandas/h5py users can read a curve by name.
             for (i, name) in EpochRow.columns.enumerated() { try f.write("columns_by_name/" + name, doubles: rows.map { $0.values[i] }) }

@@ -210,11 +210,7 @@ public final class Trainer {
             let logits = net.forward(x)
             let loss = ce.forwardBackward(logits: logits, labels: labels, dlogits: dlogits)
             net.backward(dlogits)
-            comm.allreduceSum(s.grads, count: s.parameterCount)
-            if comm.size > 1 {
-                let inv = 1 / Float(comm.size)
-                for i in 0..<s.parameterCount { s.grads[i] *= inv }
-            }
+            comm.allreduceMean(s.grads, count: s.parameterCount)
             var stats = [Double(loss) * Double(labels.count), Double(countCorrect(logits, labels)), Double(labels.count)]
             comm.allreduceSum(&stats)
             let globalLoss = stats[0] / stats[2]
@@ -287,11 +283,7 @@ public final class Trainer {
     /// BN running statistics are per-rank buffers (each rank saw its own
     /// batches): average them before evaluating or saving, as DDP users must.
     func averageBatchNormStatistics() {
-        guard comm.size > 1 else { return }
-        let s = net.store
-        comm.allreduceSum(s.buffers, count: s.bufferCount)
-        let inv = 1 / Float(comm.size)
-        for i in 0..<s.bufferCount { s.buffers[i] *= inv }
+        comm.allreduceMean(net.store.buffers, count: net.store.bufferCount)
     }
 
     /// Replicas must hold the same parameters; a mismatch stops the job.

@@ -277,8 +277,9 @@ public final class ResNet {
 
     /// dL/d(output of the named layer) from the last backward.
     public func gradient(named name: String) -> Tensor? {
-        if name == "maxpool" { return layers.first?.first?.lastOutputGrad == nil ? nil : maxpoolGrad }
+        // dL/d(maxpool output) is layer1.0's input gradient, which its backward
+        // leaves in its first conv's dinput (after adding the shortcut's share).
+        if name == "maxpool" { return layers[0][0].lastOutputGrad == nil ? nil : layers[0][0].branch[0].conv.dinput }
         return block(named: name)?.lastOutputGrad
     }
-    private var maxpoolGrad: Tensor? { layers[0][0].branch[0].conv.dinput }
 }

@@ -23,6 +23,16 @@
 // The transforms run over a whole row of tiles at a time on padded row
 // buffers, so the inner loops are unit- or 2-strided and vectorise.
 
+/// G (4x3) times (a, b, c).
+@inline(__always)
+func applyG(_ a: Float, _ b: Float, _ c: Float) -> SIMD4<Float> { SIMD4(a, 0.5 * (a + b + c), 0.5 * (a - b + c), c) }
+
+/// G^T (3x4) times (u0, u1, u2, u3).
+@inline(__always)
+func applyGT(_ u0: Float, _ u1: Float, _ u2: Float, _ u3: Float) -> SIMD3<Float> {
+    SIMD3(u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3)
+}
+
 extension Conv2d {
     /// Whether this convolution runs as Winograd F(2x2, 3x3) on an H x W input:
     /// 3x3 stride 1 pad 1, and at least 8x8 (on smaller maps the padded 4x4
@@ -44,19 +54,11 @@ extension Conv2d {
         Parallel.chunks(S, grain: 1024) { lo, hi in
             for k in lo..<hi {
                 let g = w + k * 9
-                // Gg (4x3) by columns j, then (Gg) G^T row by row.
-                var t = (SIMD4<Float>(), SIMD4<Float>(), SIMD4<Float>())  // columns of Gg
-                for j in 0..<3 {
-                    let a = g[j], b = g[3 + j], c = g[6 + j]
-                    let col = SIMD4<Float>(a, 0.5 * (a + b + c), 0.5 * (a - b + c), c)
-                    if j == 0 { t.0 = col } else if j == 1 { t.1 = col } else { t.2 = col }
-                }
+                // G applied to the kernel's columns gives Gg (4x3); then to Gg's rows.
+                let c0 = applyG(g[0], g[3], g[6]), c1 = applyG(g[1], g[4], g[7]), c2 = applyG(g[2], g[5], g[8])
                 for i in 0..<4 {
-                    let a = t.0[i], b = t.1[i], c = t.2[i]
-                    u[(4 * i + 0) * S + k] = a
-                    u[(4 * i + 1) * S + k] = 0.5 * (a + b + c)
-                    u[(4 * i + 2) * S + k] = 0.5 * (a - b + c)
-                    u[(4 * i + 3) * S + k] = c
+                    let row = applyG(c0[i], c1[i], c2[i])
+                    for j in 0..<4 { u[(4 * i + j) * S + k] = row[j] }
                 }
             }
         }
@@ -67,19 +69,17 @@ extension Conv2d {
         let S = OC * C
         Parallel.chunks(S, grain: 1024) { lo, hi in
             for k in lo..<hi {
-                // Rows: G^T applied to each column s of dU gives R (3x4).
-                var r = (SIMD4<Float>(), SIMD4<Float>(), SIMD4<Float>())
-                for s in 0..<4 {
-                    let u0 = du[s * S + k], u1 = du[(4 + s) * S + k], u2 = du[(8 + s) * S + k], u3 = du[(12 + s) * S + k]
-                    r.0[s] = u0 + 0.5 * (u1 + u2)
-                    r.1[s] = 0.5 * (u1 - u2)
-                    r.2[s] = 0.5 * (u1 + u2) + u3
-                }
+                // G^T applied to each column s of dU gives R (3x4), by columns.
+                var r = (SIMD3<Float>(), SIMD3<Float>(), SIMD3<Float>(), SIMD3<Float>())
+                r.0 = applyGT(du[k], du[4 * S + k], du[8 * S + k], du[12 * S + k])
+                r.1 = applyGT(du[S + k], du[5 * S + k], du[9 * S + k], du[13 * S + k])
+                r.2 = applyGT(du[2 * S + k], du[6 * S + k], du[10 * S + k], du[14 * S + k])
+                r.3 = applyGT(du[3 * S + k], du[7 * S + k], du[11 * S + k], du[15 * S + k])
+                // Then to R's rows: dg = R G.
                 let g = dw + k * 9
-                for (i, row) in [r.0, r.1, r.2].enumerated() {
-                    g[3 * i + 0] += row[0] + 0.5 * (row[1] + row[2])
-                    g[3 * i + 1] += 0.5 * (row[1] - row[2])
-                    g[3 * i + 2] += 0.5 * (row[1] + row[2]) + row[3]
+                for i in 0..<3 {
+                    let row = applyGT(r.0[i], r.1[i], r.2[i], r.3[i])
+                    for j in 0..<3 { g[3 * i + j] += row[j] }
                 }
             }
         }
