@@ -41,14 +41,15 @@ struct Comparison {
     let runs: [String]
 
     static let columns = ["method", "arch", "image size", "best epoch", "epochs", "val accuracy", "val loss", "test accuracy", "test loss",
-                          "sensitivity", "specificity", "precision", "F1", "ROC AUC", "wall time", "img/s"]
+                          "sensitivity", "specificity", "precision", "F1", "ROC AUC", "wall time", "img/s", "peak RSS/rank MiB"]
 
     func cells(_ s: EvalSummary) -> [String] {
         func f(_ v: Double) -> String { v.isFinite ? String(format: "%.4f", v) : "n/a" }
         let t = s.test
         return [s.method ?? "?", s.arch ?? "?", "\(s.imageSize ?? 0)", "\(s.bestEpoch ?? 0)", "\(s.epochs ?? 0)",
                 f(s.val.accuracy), f(s.val.loss), f(t.accuracy), f(t.loss), f(t.sensitivity), f(t.specificity), f(t.precision), f(t.f1),
-                f(t.auc), formatDuration(s.wallSeconds ?? 0), String(format: "%.1f", s.imagesPerSecond ?? 0)]
+                f(t.auc), formatDuration(s.wallSeconds ?? 0), String(format: "%.1f", s.imagesPerSecond ?? 0),
+                s.peakRSSMiB.map { String(format: "%.0f", $0) } ?? "n/a"]
     }
 
     /// Does transfer help? Compared on test accuracy of each run's best (validation) checkpoint.

@@ -55,21 +55,24 @@ public struct EpochRow: Codable, Sendable {
     public var trainLoss: Double, trainAccuracy: Double
     public var val: SplitMetrics, test: SplitMetrics
     public var lr: Double, seconds: Double, imagesPerSecond: Double
+    /// Peak resident set size of the largest rank so far, MiB (NaN in runs from before it was logged).
+    public var peakRSSMiB: Double
 
     static let columns = ["epoch", "train_loss", "train_accuracy",
                           "val_loss", "val_accuracy", "val_sensitivity", "val_specificity", "val_precision", "val_f1", "val_auc",
                           "test_loss", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision", "test_f1", "test_auc",
-                          "lr", "seconds", "images_per_second"]
+                          "lr", "seconds", "images_per_second", "peak_rss_mib"]
 
     var values: [Double] {
         func split(_ m: SplitMetrics) -> [Double] { [m.loss, m.accuracy, m.sensitivity, m.specificity, m.precision, m.f1, m.auc] }
-        return [Double(epoch), trainLoss, trainAccuracy] + split(val) + split(test) + [lr, seconds, imagesPerSecond]
+        return [Double(epoch), trainLoss, trainAccuracy] + split(val) + split(test) + [lr, seconds, imagesPerSecond, peakRSSMiB]
     }
 
     init(epoch: Int, trainLoss: Double, trainAccuracy: Double, val: SplitMetrics, test: SplitMetrics,
-         lr: Double, seconds: Double, imagesPerSecond: Double) {
+         lr: Double, seconds: Double, imagesPerSecond: Double, peakRSSMiB: Double) {
         self.epoch = epoch; self.trainLoss = trainLoss; self.trainAccuracy = trainAccuracy
         self.val = val; self.test = test; self.lr = lr; self.seconds = seconds; self.imagesPerSecond = imagesPerSecond
+        self.peakRSSMiB = peakRSSMiB
     }
 
     init(values v: [Double]) {
@@ -79,7 +82,7 @@ public struct EpochRow: Codable, Sendable {
             return m
         }
         self.init(epoch: Int(v[0]), trainLoss: v[1], trainAccuracy: v[2], val: split(3), test: split(10),
-                  lr: v[17], seconds: v[18], imagesPerSecond: v[19])
+                  lr: v[17], seconds: v[18], imagesPerSecond: v[19], peakRSSMiB: v.count > 20 ? v[20] : .nan)
     }
 }
 
@@ -95,7 +98,8 @@ public struct MetricsLog {
         var log = MetricsLog(dir: dir)
         guard let f = try? HDF5File(dir + "/metrics.h5"), let (shape, v) = try? f.readDoubles("metrics"), shape.count == 2 else { return log }
         let width = shape[1]
-        guard width == EpochRow.columns.count else { return log }
+        // Runs from before peak_rss_mib was logged have one column less.
+        guard width == EpochRow.columns.count || width == EpochRow.columns.count - 1 else { return log }
         for r in 0..<shape[0] {
             let row = EpochRow(values: Array(v[(r * width)..<((r + 1) * width)]))
             if row.epoch <= epoch { log.rows.append(row) }

@@ -120,6 +120,7 @@ public struct EvalStage {
         full.epochs = rows.count
         full.wallSeconds = rows.reduce(0) { $0 + $1.seconds }
         full.imagesPerSecond = rows.isEmpty ? 0 : rows.reduce(0) { $0 + $1.imagesPerSecond } / Double(rows.count)
+        full.peakRSSMiB = rows.map(\.peakRSSMiB).filter(\.isFinite).max()
         full.classNames = cfg.classNames
         full.camLayer = layer
         full.localization = localization.isEmpty ? nil : localization
@@ -146,7 +147,7 @@ public struct EvalStage {
         .key span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}</style></head><body>
         <h1>\(htmlEscape(s.method ?? "")) \(htmlEscape(s.arch ?? "")), \(s.imageSize ?? 0)x\(s.imageSize ?? 0)</h1>
         <p>Run <code>\(htmlEscape(s.run ?? ""))</code>, checkpoint <code>\(htmlEscape(s.checkpoint))</code>; best epoch (validation loss) \(s.bestEpoch ?? 0) of \(s.epochs ?? 0);
-        training wall-clock \(formatDuration(s.wallSeconds ?? 0)), mean \(String(format: "%.1f", s.imagesPerSecond ?? 0)) img/s.</p>
+        training wall-clock \(formatDuration(s.wallSeconds ?? 0)), mean \(String(format: "%.1f", s.imagesPerSecond ?? 0)) img/s\(s.peakRSSMiB.map { String(format: ", peak RSS %.0f MiB per rank", $0) } ?? "").</p>
         <h2>Metrics of the checkpoint</h2>
         <table class=m><tr><th>split</th><th>images</th><th>accuracy</th><th>loss</th><th>sensitivity</th><th>specificity</th><th>precision</th><th>F1</th><th>ROC AUC</th></tr>\(metricRows)</table>
         <h3>Confusion matrix (test)</h3>\(confusion)
@@ -186,6 +187,8 @@ public struct EvalSummary: Codable {
     public var run: String?, method: String?, arch: String?
     public var imageSize: Int?, bestEpoch: Int?, epochs: Int?
     public var wallSeconds: Double?, imagesPerSecond: Double?
+    /// Peak RSS of the largest rank during training, MiB.
+    public var peakRSSMiB: Double?
     public var classNames: [String]?
     public var localization: [Localization]?
     public var camLayer: String?

@@ -162,6 +162,7 @@ public final class Trainer {
             let val = try evaluate("val")
             let test = try evaluate("test")
             let seconds = now() - t0
+            let rss = peakRSSPerRank()
             state.epoch = epoch
             // Best on validation (loss, then accuracy); without a val split, the latest.
             let better = val.count == 0
@@ -173,11 +174,12 @@ public final class Trainer {
             }
             if comm.isRoot {
                 try metrics.append(EpochRow(epoch: epoch, trainLoss: loss, trainAccuracy: acc, val: val, test: test,
-                                            lr: lr, seconds: seconds, imagesPerSecond: ips))
+                                            lr: lr, seconds: seconds, imagesPerSecond: ips, peakRSSMiB: rss.max() ?? .nan))
                 try saveCheckpoints(epoch: epoch, best: state.bestEpoch == epoch)
-                console.line(String(format: "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | test loss %.4f acc %.4f auc %.4f | %.1f img/s, %@%@",
+                console.line(String(format: "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | test loss %.4f acc %.4f auc %.4f | %.1f img/s, %@, peak RSS %@ MiB%@",
                                     epoch, config.epochs, loss, acc, val.loss, val.accuracy, test.loss, test.accuracy, test.auc,
-                                    ips, formatDuration(seconds), state.bestEpoch == epoch ? "  (best)" : ""))
+                                    ips, formatDuration(seconds), rss.map { String(format: "%.0f", $0) }.joined(separator: "/"),
+                                    state.bestEpoch == epoch ? "  (best)" : ""))
             }
             comm.barrier()
             done += 1
@@ -186,6 +188,14 @@ public final class Trainer {
                 break
             }
         }
+    }
+
+    /// Peak resident set size of every rank so far, MiB, in rank order (collective).
+    func peakRSSPerRank() -> [Double] {
+        var v = [Double](repeating: 0, count: comm.size)
+        v[comm.rank] = peakRSSMiB()
+        comm.allreduceSum(&v)
+        return v
     }
 
     /// One epoch; returns global train loss, accuracy, images/s and the last lr.

@@ -38,6 +38,10 @@ final class TrainingTests: XCTestCase {
         let csv = try String(contentsOfFile: run + "/metrics.csv", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(csv.count, 3)
         XCTAssertTrue(csv[0].hasPrefix("epoch,train_loss,train_accuracy,val_loss"))
+        XCTAssertTrue(csv[0].hasSuffix(",peak_rss_mib"))
+        let rss = Double(csv[2].split(separator: ",").last.map(String.init) ?? "") ?? 0
+        XCTAssertGreaterThan(rss, 10, "peak RSS of the process is logged, MiB")
+        XCTAssertLessThan(rss, 64 * 1024)
         let f = try HDF5File(run + "/ckpt/last.h5")
         let net = ResNet(config(run).netConfig)
         XCTAssertEqual(try f.members("model").sorted(), net.store.entries.map(\.name).sorted())
