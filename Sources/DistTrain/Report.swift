@@ -66,6 +66,7 @@ public struct EvalStage {
         let S = cfg.imageSize
         var rowsHTML: [String] = []
         var camGrid: [[UInt8]] = []
+        let gridTile = min(S, 96)
         for pos in sample {
             let x = Tensor()
             let lab = try trainer.batchMaker.batch(ds, [test[pos]], into: x, seed: cfg.seed, augmentEpoch: nil)
@@ -83,7 +84,8 @@ public struct EvalStage {
                 let col = j == 0 ? "input" : j == 1 ? "input-gradient" : cams[j - 2].rawValue
                 try Image(width: S, height: S, channels: 3, pixels: cell).writePNG("\(dir)/cams/\(name)-\(col).png")
             }
-            camGrid += cells
+            // The grid is the figure people page through (docs/results): tiles of at most 96 px keep it small.
+            camGrid += cells.map { Image(width: S, height: S, channels: 3, pixels: $0).resized(width: gridTile, height: gridTile).pixels }
             let p = scores[pos]
             let truth = cfg.classNames.indices.contains(lab[0]) ? cfg.classNames[lab[0]] : "\(lab[0])"
             let pred = p >= 0.5 ? (cfg.classNames.count > 1 ? cfg.classNames[1] : "1") : (cfg.classNames.first ?? "0")
@@ -92,7 +94,7 @@ public struct EvalStage {
         }
         let columns = 2 + cams.count
         if !camGrid.isEmpty {
-            try grid(camGrid, tileWidth: S, tileHeight: S, columns: columns).write(dir + "/cam-grid.png")
+            try grid(camGrid, tileWidth: gridTile, tileHeight: gridTile, columns: columns).write(dir + "/cam-grid.png")
         }
         // Localisation against lesion masks, where the data set has them (phantoms).
         var localization: [Localization] = []
