@@ -296,7 +296,7 @@ struct Eval: ParsableCommand {
         try withCommunicator(debug: false, threads: threading) { comm in
             var cfg = try TrainConfig.load(runDir + "/config.json")
             cfg.run = runDir
-            let trainer = try Trainer(config: cfg, comm: comm)
+            let trainer = try Trainer(config: cfg, comm: comm, forEvaluation: true)
             let summary = try EvalStage.run(trainer: trainer, comm: comm, checkpoint: "\(runDir)/ckpt/\(checkpoint)", cams: kinds, layer: layer)
             guard comm.isRoot else { return }
             for (name, m) in [("val", summary.val), ("test", summary.test)] where m.count > 0 {

@@ -54,8 +54,11 @@ public final class Trainer {
     var ckptDir: String { config.run + "/ckpt" }
 
     /// Sets up a new run (`resume == false`) or continues one from its newest
-    /// good checkpoint. Rank 0 decides; everything is broadcast.
-    public init(config cfg: TrainConfig, comm: Communicator, debug: Bool = false, resume: Bool = false) throws {
+    /// good checkpoint. Rank 0 decides; everything is broadcast. `forEvaluation`:
+    /// the caller loads a checkpoint, so a transfer run's source is not read (it
+    /// may be gone).
+    public init(config cfg: TrainConfig, comm: Communicator, debug: Bool = false, resume: Bool = false,
+                forEvaluation: Bool = false) throws {
         self.comm = comm
         self.debug = debug
         var console = Console(enabled: comm.isRoot)
@@ -76,7 +79,7 @@ public final class Trainer {
                 metrics = MetricsLog.load(dir: cfg.run, upTo: state.epoch)
             } else {
                 net.initialize(seed: cfg.seed)
-                if cfg.method == .transfer {
+                if cfg.method == .transfer && !forEvaluation {
                     let report = try Transfer.loadSource(cfg.pretrained, into: net, adapt: cfg.adaptConv1)
                     console.line(report)
                 }

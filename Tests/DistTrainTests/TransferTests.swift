@@ -55,6 +55,12 @@ final class TransferTests: XCTestCase {
         try Trainer(config: r, comm: SingleProcess(), resume: true).run()
         let after2 = try HDF5File(t.run + "/ckpt/last.h5")
         XCTAssertNotEqual(try after2.readFloats("model/layer3.1.conv2.weight").values, try source.readFloats("model/layer3.1.conv2.weight").values)
+        // Evaluating a finished transfer run needs only its own checkpoints, not the source.
+        try FileManager.default.moveItem(atPath: root + "/source", toPath: root + "/source-moved")
+        let e = try runCommand([disttrainBinary, "eval", t.run, "--cams", "gradcam"])
+        XCTAssertEqual(e.status, 0, e.output)
+        XCTAssertFalse(e.output.contains("tensors from"), "eval does not read the source:\n" + e.output)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: t.run + "/report/summary.json"))
     }
 
     func testArchitectureMismatchIsNamed() throws {
