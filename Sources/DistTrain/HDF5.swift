@@ -156,75 +156,83 @@ public final class HDF5File {
     // MARK: attributes (on the root group or on a named object)
 
     public func setAttribute(_ key: String, _ value: String, on object: String = "/") throws {
-        let obj = H5Oopen(id, object, disttrain_h5p_default())
-        if obj < 0 { throw HDF5Error("\(path) has no object '\(object)'") }
-        defer { H5Oclose(obj) }
-        if H5Aexists(obj, key) > 0 { H5Adelete(obj, key) }
         let t = H5Tcopy(disttrain_h5t_c_s1())
         defer { H5Tclose(t) }
         H5Tset_size(t, disttrain_h5t_variable())
         H5Tset_cset(t, H5T_CSET_UTF8)
-        let space = H5Screate(H5S_SCALAR)
-        defer { H5Sclose(space) }
-        let a = H5Acreate2(obj, key, t, space, disttrain_h5p_default(), disttrain_h5p_default())
-        if a < 0 { throw HDF5Error("\(path): cannot create attribute '\(key)'") }
-        defer { H5Aclose(a) }
-        try value.withCString { cs in
-            var p: UnsafePointer<CChar>? = cs
-            if H5Awrite(a, t, &p) < 0 { throw HDF5Error("\(path): cannot write attribute '\(key)'") }
+        try createAttribute(key, on: object, type: t) { a in
+            value.withCString { cs in
+                var p: UnsafePointer<CChar>? = cs
+                return H5Awrite(a, t, &p)
+            }
         }
     }
 
     public func setAttribute(_ key: String, _ value: Double, on object: String = "/") throws {
-        let obj = H5Oopen(id, object, disttrain_h5p_default())
-        if obj < 0 { throw HDF5Error("\(path) has no object '\(object)'") }
-        defer { H5Oclose(obj) }
-        if H5Aexists(obj, key) > 0 { H5Adelete(obj, key) }
-        let space = H5Screate(H5S_SCALAR)
-        defer { H5Sclose(space) }
-        let a = H5Acreate2(obj, key, disttrain_h5t_native_double(), space, disttrain_h5p_default(), disttrain_h5p_default())
-        if a < 0 { throw HDF5Error("\(path): cannot create attribute '\(key)'") }
-        defer { H5Aclose(a) }
-        var v = value
-        if H5Awrite(a, disttrain_h5t_native_double(), &v) < 0 { throw HDF5Error("\(path): cannot write attribute '\(key)'") }
+        try createAttribute(key, on: object, type: disttrain_h5t_native_double()) { a in
+            var v = value
+            return H5Awrite(a, disttrain_h5t_native_double(), &v)
+        }
     }
 
     public func stringAttribute(_ key: String, on object: String = "/") throws -> String? {
-        let obj = H5Oopen(id, object, disttrain_h5p_default())
-        if obj < 0 { throw HDF5Error("\(path) has no object '\(object)'") }
-        defer { H5Oclose(obj) }
-        guard H5Aexists(obj, key) > 0 else { return nil }
-        let a = H5Aopen(obj, key, disttrain_h5p_default())
-        defer { H5Aclose(a) }
-        let ft = H5Aget_type(a)
-        defer { H5Tclose(ft) }
-        guard H5Tget_class(ft) == H5T_STRING else { return nil }
-        if H5Tis_variable_str(ft) > 0 {
-            let mt = H5Tcopy(disttrain_h5t_c_s1())
-            defer { H5Tclose(mt) }
-            H5Tset_size(mt, disttrain_h5t_variable())
-            H5Tset_cset(mt, H5Tget_cset(ft))  // HDF5 converts no character sets
-            var p: UnsafeMutablePointer<CChar>? = nil
-            if H5Aread(a, mt, &p) < 0 { throw HDF5Error("\(path): cannot read attribute '\(key)'") }
-            defer { free(p) }
-            return p.map { String(cString: $0) }
+        try openAttribute(key, on: object) { a in
+            let ft = H5Aget_type(a)
+            defer { H5Tclose(ft) }
+            guard H5Tget_class(ft) == H5T_STRING else { return nil }
+            if H5Tis_variable_str(ft) > 0 {
+                let mt = H5Tcopy(disttrain_h5t_c_s1())
+                defer { H5Tclose(mt) }
+                H5Tset_size(mt, disttrain_h5t_variable())
+                H5Tset_cset(mt, H5Tget_cset(ft))  // HDF5 converts no character sets
+                var p: UnsafeMutablePointer<CChar>? = nil
+                if H5Aread(a, mt, &p) < 0 { throw HDF5Error("\(path): cannot read attribute '\(key)'") }
+                defer { free(p) }
+                return p.map { String(cString: $0) }
+            }
+            var buf = [CChar](repeating: 0, count: H5Tget_size(ft) + 1)
+            if H5Aread(a, ft, &buf) < 0 { throw HDF5Error("\(path): cannot read attribute '\(key)'") }
+            return String(cString: buf)
         }
-        let n = H5Tget_size(ft)
-        var buf = [CChar](repeating: 0, count: n + 1)
-        if H5Aread(a, ft, &buf) < 0 { throw HDF5Error("\(path): cannot read attribute '\(key)'") }
-        return String(cString: buf)
     }
 
     public func doubleAttribute(_ key: String, on object: String = "/") throws -> Double? {
+        try openAttribute(key, on: object) { a in
+            var v = 0.0
+            if H5Aread(a, disttrain_h5t_native_double(), &v) < 0 { throw HDF5Error("\(path): cannot read attribute '\(key)'") }
+            return v
+        }
+    }
+
+    /// `body` with `object` open.
+    private func withObject<T>(_ object: String, _ body: (hid_t) throws -> T) throws -> T {
         let obj = H5Oopen(id, object, disttrain_h5p_default())
         if obj < 0 { throw HDF5Error("\(path) has no object '\(object)'") }
         defer { H5Oclose(obj) }
-        guard H5Aexists(obj, key) > 0 else { return nil }
-        let a = H5Aopen(obj, key, disttrain_h5p_default())
-        defer { H5Aclose(a) }
-        var v = 0.0
-        if H5Aread(a, disttrain_h5t_native_double(), &v) < 0 { throw HDF5Error("\(path): cannot read attribute '\(key)'") }
-        return v
+        return try body(obj)
+    }
+
+    /// Replaces attribute `key` of `object` by a scalar of `type`; `write` fills it (HDF5 status).
+    private func createAttribute(_ key: String, on object: String, type: hid_t, _ write: (hid_t) throws -> herr_t) throws {
+        try withObject(object) { obj in
+            if H5Aexists(obj, key) > 0 { H5Adelete(obj, key) }
+            let space = H5Screate(H5S_SCALAR)
+            defer { H5Sclose(space) }
+            let a = H5Acreate2(obj, key, type, space, disttrain_h5p_default(), disttrain_h5p_default())
+            if a < 0 { throw HDF5Error("\(path): cannot create attribute '\(key)'") }
+            defer { H5Aclose(a) }
+            if try write(a) < 0 { throw HDF5Error("\(path): cannot write attribute '\(key)'") }
+        }
+    }
+
+    /// `read` with attribute `key` of `object` open; nil when it does not exist.
+    private func openAttribute<T>(_ key: String, on object: String, _ read: (hid_t) throws -> T?) throws -> T? {
+        try withObject(object) { obj in
+            guard H5Aexists(obj, key) > 0 else { return nil }
+            let a = H5Aopen(obj, key, disttrain_h5p_default())
+            defer { H5Aclose(a) }
+            return try read(a)
+        }
     }
 }
 
