@@ -17,7 +17,7 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(ds.labels, [0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1])
         // Pixels come back exactly, for any selection of rows.
         let names = try ds.filenames()
-        let img = try Image.read(dir + "/" + names[7])
+        let img = try RasterImage.read(dir + "/" + names[7])
         XCTAssertEqual(try ds.readImages([7]), img.pixels)
         XCTAssertEqual(try ds.readImages([3, 7]).suffix(400), img.pixels[...])
         // Train statistics in [0, 1] units.
@@ -61,9 +61,9 @@ final class DatasetTests: XCTestCase {
         guard FileManager.default.fileExists(atPath: ct), let cat = try? FileManager.default.contentsOfDirectory(atPath: cifar).first else {
             throw XCTSkip("shared data sets not present")
         }
-        let a = try Image.read(ct)
+        let a = try RasterImage.read(ct)
         XCTAssertEqual([a.width, a.height, a.channels], [224, 224, 1])
-        let b = try Image.read(cifar + "/" + cat)
+        let b = try RasterImage.read(cifar + "/" + cat)
         XCTAssertEqual([b.width, b.height, b.channels], [32, 32, 3])
         XCTAssertGreaterThan(Set(b.pixels).count, 20)
     }

@@ -37,8 +37,7 @@ final class ReportTests: XCTestCase {
             c.evalBatchSize = 8; c.seed = method == "scratch" ? 1 : 2
             try startTraining(c, comm: SingleProcess(), debug: false)
             let cfg = try TrainConfig.load(c.run + "/config.json")
-            let trainer = try Trainer(config: cfg, comm: SingleProcess())
-            let s = try EvalStage.run(trainer: trainer, comm: SingleProcess(), checkpoint: c.run + "/ckpt/best.h5",
+            let s = try EvalStage.run(config: cfg, comm: SingleProcess(), checkpoint: c.run + "/ckpt/best.h5",
                                       cams: [.gradcam, .hirescam, .eigencam, .ablationcam])
             XCTAssertEqual(s.test.count, 8)
             for f in ["index.html", "summary.json", "loss.png", "accuracy.png", "roc.png", "kernels.png", "cam-grid.png"] {

@@ -32,7 +32,7 @@ func writeSyntheticCSVSet(_ dir: String, train: Int = 16, val: Int = 4, test: In
                 for y in y0..<(y0 + size / 3) { for x in x0..<(x0 + size / 3) { px[y * size + x] = 220 } }
             }
             let name = "\(label == 1 ? "COVID" : "NORMAL")/img (\(k)).png"
-            try Image(width: size, height: size, channels: 1, pixels: px).writePNG(dir + "/" + name)
+            try RasterImage(width: size, height: size, channels: 1, pixels: px).writePNG(dir + "/" + name)
             csv += "\(name),\(Double(label))\n"
             k += 1
         }

@@ -13,7 +13,7 @@ final class TransferTests: XCTestCase {
                 for i in 0..<perClass {
                     var px = [UInt8](repeating: 0, count: 32 * 32 * 3)
                     for j in 0..<px.count { px[j] = UInt8(Int(rng.next() % 60) + (j % 3 == k ? 150 : 20)) }
-                    try Image(width: 32, height: 32, channels: 3, pixels: px).writePNG("\(dir)/\(split)/\(cls)/\(i).png")
+                    try RasterImage(width: 32, height: 32, channels: 3, pixels: px).writePNG("\(dir)/\(split)/\(cls)/\(i).png")
                 }
             }
         }
@@ -72,7 +72,7 @@ final class TransferTests: XCTestCase {
         try Checkpoint.save(root + "/r50.h5", net: net, optimizer: Optimizer(OptimizerConfig(kind: .sgd), store: net.store),
                             state: TrainState(), config: c)
         let target = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 4))
-        XCTAssertThrowsError(try Transfer.loadSource(root + "/r50.h5", into: target, adapt: "sum")) {
+        XCTAssertThrowsError(try Transfer.loadSource(root + "/r50.h5", into: target, adapt: .sum)) {
             XCTAssertTrue("\($0)".contains("r50.h5"), "\($0)")
         }
     }

@@ -1,0 +1,83 @@
+import ArgumentParser
+import Cams
+import Foundation
+import Net
+
+// Option groups shared by several commands.
+
+/// Options of every command that builds a network without a run folder (bench, smoke).
+struct ModelOptions: ParsableArguments {
+    @Option(help: "Architecture: \(Arch.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var arch: Arch = .resnet18
+    @Option(help: "Input channels (1 for CT slices, 3 for RGB).")
+    var channels: Int = 1
+    @Option(help: "Number of classes.")
+    var classes: Int = 2
+    @Option(help: "Height and width of the (square) input.")
+    var imageSize: Int = 224
+    @Option(help: "Channels of the stem (64 in torchvision; smaller for quick tests).")
+    var width: Int = 64
+
+    func validate() throws {
+        guard channels >= 1 else { throw ValidationError("--channels must be at least 1") }
+        guard classes >= 2 else { throw ValidationError("--classes must be at least 2") }
+        guard imageSize >= 32 else { throw ValidationError("--image-size must be at least 32 (ResNet downsamples 32x)") }
+        guard width >= 1 else { throw ValidationError("--width must be at least 1") }
+    }
+
+    var config: ResNetConfig { ResNetConfig(arch: arch, inChannels: channels, numClasses: classes, width: width) }
+}
+
+struct ThreadOptions: ParsableArguments {
+    @Option(help: "Threads for BLAS and for disttrain's own loops (default: OPENBLAS_NUM_THREADS or all cores).")
+    var threads: Int?
+
+    func validate() throws {
+        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func apply() -> Int {
+        let env = ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap(Int.init)
+        let n = threads ?? env ?? ProcessInfo.processInfo.activeProcessorCount
+        Parallel.configure(threads: n)
+        return n
+    }
+}
+
+/// How a training invocation runs: `train` and `resume` alike.
+struct SessionOptions: ParsableArguments {
+    @OptionGroup var threading: ThreadOptions
+    @Option(help: "Stop after this many epochs of this invocation (0: run to the end); resume continues.")
+    var stopAfter: Int = 0
+    @Flag(help: "One process without MPI, NaN/Inf checks after every step, a line per step.")
+    var debug = false
+    @Flag(inversion: .prefixedNo, help: "End with the evaluation stage of `disttrain eval` on best.h5 when the last epoch is done.")
+    var eval = true
+
+    func validate() throws {
+        guard stopAfter >= 0 else { throw ValidationError("--stop-after must be >= 0") }
+    }
+}
+
+/// Options of the commands that explain a model (eval, predict).
+struct CAMOptions: ParsableArguments {
+    @Option(help: """
+        CAM methods: all, none, or a comma-separated list of \(CAMKind.allCases.map(\.rawValue).joined(separator: ", ")).
+        """)
+    var cams: String = "all"
+    @Option(help: "Checkpoint file inside the run's ckpt/ folder.") var checkpoint: String = "best.h5"
+
+    func validate() throws { _ = try kinds() }
+
+    func kinds() throws -> [CAMKind] {
+        if cams == "all" { return CAMKind.allCases }
+        if cams == "none" { return [] }
+        return try cams.split(separator: ",").map { name in
+            guard let k = CAMKind(rawValue: name.trimmingCharacters(in: .whitespaces).lowercased()) else {
+                let known = CAMKind.allCases.map(\.rawValue).joined(separator: ", ")
+                throw ValidationError("unknown CAM method '\(name)'; choose from \(known), all or none")
+            }
+            return k
+        }
+    }
+}

@@ -1,0 +1,13 @@
+import ArgumentParser
+
+/// The `disttrain` command: one subcommand per file of this folder, listed here.
+public struct DistTrainCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "disttrain",
+        abstract: "Data-parallel ResNet training on CT slices over MPI, with CAM explanations.",
+        subcommands: [Train.self, Resume.self, Eval.self, Report.self, Predict.self, Prepare.self, Pretrain.self, ImportWeights.self,
+                      Synth.self, Bench.self, Smoke.self],
+        defaultSubcommand: Train.self)
+
+    public init() {}
+}

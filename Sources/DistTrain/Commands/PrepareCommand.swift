@@ -1,0 +1,30 @@
+import ArgumentParser
+import Foundation
+
+struct Prepare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Turn an image folder (CSV splits or class folders; PNG/JPEG) into a disttrain HDF5 data set.")
+
+    @Option(help: "Source folder: train.csv/val.csv/test.csv with filename,label rows, or train/<class>/ (val/, test/) folders.")
+    var images: String
+    @Option(help: "Output .h5 file.") var out: String
+    @Option(help: "Resize every image to this square size (default: keep; all must then match).") var imageSize: Int?
+    @Option(help: "Channels to store: 1 (gray) or 3 (RGB); default: as the first image.") var channels: Int?
+
+    func validate() throws {
+        if let c = channels, c != 1 && c != 3 { throw ValidationError("--channels must be 1 or 3") }
+        if let s = imageSize, s < 8 { throw ValidationError("--image-size must be at least 8") }
+    }
+
+    func run() throws {
+        let source = try DatasetSource.detect(images)
+        let t0 = now()
+        try source.prepare(out: out, size: imageSize, channels: channels) { done, total in
+            if done % 1000 == 0 || done == total { print("  \(done)/\(total) images"); fflush(stdout) }
+        }
+        let ds = try Dataset(path: out)
+        let splits = Split.allCases.filter { ds.splits[$0.rawValue] != nil }.map { "\($0.rawValue) \(ds[split: $0].count)" }
+        print(String(format: "wrote %@: %d images %dx%dx%d, classes %@, splits %@ (%.1f s)", out, ds.count, ds.channels, ds.height,
+                     ds.width, ds.classNames.joined(separator: "/"), splits.joined(separator: ", "), now() - t0))
+    }
+}

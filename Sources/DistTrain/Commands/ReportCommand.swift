@@ -1,0 +1,35 @@
+import ArgumentParser
+import Foundation
+
+/// `disttrain report RUN_A RUN_B ...`: the comparison the mission asks for.
+struct Report: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Compare runs (e.g. scratch vs transfer): Markdown, CSV and an HTML page with both models' CAMs on the same slices.",
+        discussion: "Reads each run's report/summary.json (run `disttrain eval RUN` first) and metrics.csv.")
+
+    @Argument(help: "Run folders, each evaluated with `disttrain eval`.") var runs: [String]
+    @Option(help: "Output folder (default: the parent of the first run, as comparison/).") var out: String?
+
+    func validate() throws { guard !runs.isEmpty else { throw ValidationError("give at least one run folder") } }
+
+    func run() throws {
+        var summaries: [EvalSummary] = []
+        for r in runs {
+            let path = r + "/report/summary.json"
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw RuntimeError("no '\(path)': run `disttrain eval \(r)` first")
+            }
+            let dec = JSONDecoder()
+            dec.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+            summaries.append(try dec.decode(EvalSummary.self, from: data))
+        }
+        let dir = out ?? (((runs[0] as NSString).deletingLastPathComponent as NSString).appendingPathComponent("comparison"))
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let table = Comparison(summaries: summaries, runs: runs)
+        try table.markdown.write(toFile: dir + "/comparison.md", atomically: true, encoding: .utf8)
+        try table.csv.write(toFile: dir + "/comparison.csv", atomically: true, encoding: .utf8)
+        try table.html(relativeTo: dir).write(toFile: dir + "/index.html", atomically: true, encoding: .utf8)
+        print(table.markdown)
+        print("wrote \(dir)/comparison.md, comparison.csv, index.html")
+    }
+}

@@ -1,0 +1,197 @@
+import ArgumentParser
+import Foundation
+import Net
+
+// The configuration of a run, in one place: the fields with their defaults
+// (`TrainConfig`), their checks (`validate`), their command-line options
+// (`TrainOptions`, defaults read from `TrainConfig`), and `config.json`
+// (the synthesized Codable). Adding an option touches this file only.
+
+/// How the network starts: random (Kaiming) initialisation, or a source
+/// network trained on another task.
+public enum TrainingMethod: String, Codable, CaseIterable, Sendable, ExpressibleByArgument { case scratch, transfer }
+
+/// How an RGB source's conv1 meets gray images: `sum` over its input channels
+/// (a 1-channel network: a gray g fed as (g, g, g) gives the same activation),
+/// or `replicate` the gray channel 3 times (the network keeps 3 channels).
+public enum Conv1Adaptation: String, Codable, CaseIterable, Sendable, ExpressibleByArgument { case sum, replicate }
+
+extension Arch: ExpressibleByArgument {}
+extension OptimizerKind: ExpressibleByArgument {}
+extension ScheduleKind: ExpressibleByArgument {}
+
+/// The full resolved configuration of a run, saved as `config.json` so that
+/// `resume` needs no flags. Every key of the file is optional: a config.json
+/// from an older disttrain loads with the defaults written here for what it lacks.
+public struct TrainConfig: Codable, Sendable, Equatable {
+    public var method: TrainingMethod = .scratch
+    public var arch: Arch = .resnet18
+    /// What the user gave: a source folder or a prepared .h5.
+    public var data: String = "../shared/data/sars-cov-2-ct-224"
+    /// The prepared .h5 actually read (filled by `RunSetup.resolveData`).
+    public var dataset: String = ""
+    public var epochs: Int = 20
+    /// Global batch, split evenly over ranks.
+    public var batchSize: Int = 32
+    /// Peak learning rate for the global batch.
+    public var lr: Double = 0.02
+    public var optimizer: OptimizerKind = .sgd
+    public var momentum: Double = 0.9
+    public var weightDecay: Double = 1e-4
+    public var schedule: ScheduleKind = .cosine
+    /// Linear warm-up, in epochs.
+    public var warmupEpochs: Double = 1
+    /// Training and evaluation resolution (square).
+    public var imageSize: Int = 224
+    /// Seed of initialisation, data order and augmentation.
+    public var seed: UInt64 = 0
+    /// The run folder.
+    public var run: String = ""
+    public var labelSmoothing: Double = 0
+    public var augment: Bool = true
+    /// Epoch checkpoints kept (last.h5 and best.h5 always stay).
+    public var keepCheckpoints: Int = 3
+    public var evalBatchSize: Int = 32
+    /// Channels of the stem (64 as torchvision; smaller for quick tests).
+    public var width: Int = 64
+    /// Filled from the data set (and the transfer source's normalisation).
+    public var inChannels: Int = 1
+    public var numClasses: Int = 2
+    public var classNames: [String] = []
+    public var mean: [Double] = []
+    public var std: [Double] = []
+    public var datasetFingerprint: String = ""
+    /// Transfer learning: the source checkpoint (HDF5, torchvision keys).
+    public var pretrained: String = ""
+    /// Transfer: epochs training the new head alone (backbone and its BN frozen).
+    public var freezeEpochs: Int = 2
+    /// Transfer: learning-rate multiplier of the backbone once it trains.
+    public var backboneLRScale: Double = 0.1
+    public var adaptConv1: Conv1Adaptation = .sum
+    /// BatchNorm uses (and keeps) its running statistics while training: the
+    /// per-rank batch statistics then play no part, so 2 ranks and 1 process
+    /// compute the same step (the equivalence test uses it).
+    public var frozenBatchNormStatistics: Bool = false
+    /// Stop after this many epochs of this invocation (tests, time-boxed runs); 0 = no limit.
+    public var stopAfterEpochs: Int = 0
+
+    public init() {}
+
+    public var netConfig: ResNetConfig {
+        ResNetConfig(arch: arch, inChannels: inChannels, numClasses: numClasses, width: width)
+    }
+
+    /// The problems of this configuration, each naming its command-line option;
+    /// the same checks for argv (exit 64) and for config.json (exit 1).
+    public func problems() -> [String] {
+        var p: [String] = []
+        func need(_ ok: Bool, _ s: String) { if !ok { p.append(s) } }
+        func finite(_ v: Double) -> Bool { v.isFinite }
+        need(epochs >= 1, "--epochs must be at least 1")
+        need(batchSize >= 2, "--batch-size must be at least 2")
+        need(finite(lr) && lr > 0, "--lr must be a positive number")
+        need(finite(momentum) && momentum >= 0 && momentum < 1, "momentum must be in [0, 1)")
+        need(finite(weightDecay) && weightDecay >= 0, "--weight-decay must be >= 0")
+        need(finite(warmupEpochs) && warmupEpochs >= 0, "--warmup-epochs must be >= 0")
+        need(imageSize >= 32, "--image-size must be at least 32 (ResNet downsamples 32x)")
+        need(finite(labelSmoothing) && labelSmoothing >= 0 && labelSmoothing < 1, "--label-smoothing must be in [0, 1)")
+        need(keepCheckpoints >= 0, "--keep-checkpoints must be >= 0")
+        need(evalBatchSize >= 1, "evalBatchSize must be at least 1")
+        need(width >= 1, "--width must be at least 1")
+        need(inChannels >= 1 && numClasses >= 1, "inChannels and numClasses must be at least 1")
+        need(freezeEpochs >= 0, "--freeze-epochs must be >= 0")
+        need(finite(backboneLRScale) && backboneLRScale > 0, "--backbone-lr-scale must be > 0")
+        need(stopAfterEpochs >= 0, "--stop-after must be >= 0")
+        return p
+    }
+
+    public func save(to path: String) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try enc.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    /// Reads config.json: the file's keys over the defaults, then the same checks as argv.
+    public static func load(_ path: String) throws -> TrainConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw RuntimeError("no config at '\(path)' (is this a run folder?)")
+        }
+        let config: TrainConfig
+        do {
+            guard let given = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                throw RuntimeError("not a JSON object")
+            }
+            var merged = try JSONSerialization.jsonObject(with: JSONEncoder().encode(TrainConfig())) as? [String: Any] ?? [:]
+            merged.merge(given) { _, file in file }
+            config = try JSONDecoder().decode(TrainConfig.self, from: JSONSerialization.data(withJSONObject: merged))
+        } catch {
+            throw RuntimeError("'\(path)' is not a valid disttrain config: \(error)")
+        }
+        if let first = config.problems().first { throw RuntimeError("'\(path)': \(first)") }
+        return config
+    }
+}
+
+/// The options of `train`, decoded straight into a `TrainConfig`: each
+/// option's default is the config's.
+struct TrainOptions: ParsableArguments {
+    private static let defaults = TrainConfig()
+
+    @Option(help: "Training method: scratch (Kaiming init) or transfer (from --pretrained).")
+    var method: TrainingMethod = defaults.method
+    @Option(help: "Architecture: \(Arch.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var arch: Arch = defaults.arch
+    @Option(help: """
+        Data: a folder (train.csv/val.csv/test.csv, or train/<class>/ folders), prepared once into a cache, \
+        or a prepared .h5.
+        """)
+    var data: String = defaults.data
+    @Option(help: "Epochs.") var epochs: Int = defaults.epochs
+    @Option(help: "Global batch size (split evenly over ranks).") var batchSize: Int = defaults.batchSize
+    @Option(help: "Peak learning rate for the global batch.") var lr: Double = defaults.lr
+    @Option(help: "Optimizer: sgd or adamw.") var optimizer: OptimizerKind = defaults.optimizer
+    @Option(help: "Weight decay.") var weightDecay: Double = defaults.weightDecay
+    @Option(help: "Learning-rate schedule after warm-up: constant, step or cosine.") var schedule: ScheduleKind = defaults.schedule
+    @Option(help: "Linear warm-up, in epochs.") var warmupEpochs: Double = defaults.warmupEpochs
+    @Option(help: "Training and evaluation resolution (square).") var imageSize: Int = defaults.imageSize
+    @Option(help: "Seed of initialisation, data order and augmentation.") var seed: UInt64 = defaults.seed
+    @Option(help: "Run folder (default: checkpoints/<method>).") var run: String?
+    @Option(help: "Label smoothing of the cross-entropy.") var labelSmoothing: Double = defaults.labelSmoothing
+    @Flag(inversion: .prefixedNo, help: "Train-time augmentation (shift/scale/rotation, flip, brightness/contrast).")
+    var augment = defaults.augment
+    @Option(help: "Epoch checkpoints to keep (last.h5 and best.h5 always stay).") var keepCheckpoints: Int = defaults.keepCheckpoints
+    @Option(help: ArgumentHelp("Channels of the stem (64 as torchvision; smaller for quick tests).", visibility: .hidden))
+    var width: Int = defaults.width
+    @Flag(help: ArgumentHelp("BatchNorm trains on its running statistics (tests).", visibility: .hidden))
+    var frozenBnStats = defaults.frozenBatchNormStatistics
+    @Option(help: "Transfer source (HDF5 from pretrain or import-weights); default: \(defaultSource), built by pretrain when missing.")
+    var pretrained: String?
+    @Option(help: "Transfer: epochs training the new head alone (backbone and its BatchNorm frozen).")
+    var freezeEpochs: Int = defaults.freezeEpochs
+    @Option(help: "Transfer: learning-rate multiplier of the backbone after the frozen epochs.")
+    var backboneLrScale: Double = defaults.backboneLRScale
+    @Option(help: "Transfer: an RGB source's conv1 on gray images: sum (over its input channels) or replicate (gray x3).")
+    var adaptConv1: Conv1Adaptation = defaults.adaptConv1
+
+    var config: TrainConfig {
+        var c = TrainConfig()
+        c.method = method; c.arch = arch; c.data = data; c.epochs = epochs; c.batchSize = batchSize; c.lr = lr
+        c.optimizer = optimizer; c.weightDecay = weightDecay; c.schedule = schedule; c.warmupEpochs = warmupEpochs
+        c.imageSize = imageSize; c.seed = seed; c.run = run ?? "checkpoints/\(method.rawValue)"
+        c.labelSmoothing = labelSmoothing; c.augment = augment; c.keepCheckpoints = keepCheckpoints; c.width = width
+        c.frozenBatchNormStatistics = frozenBnStats
+        if method == .transfer {
+            c.pretrained = pretrained ?? defaultSource
+            c.freezeEpochs = freezeEpochs; c.backboneLRScale = backboneLrScale; c.adaptConv1 = adaptConv1
+        }
+        return c
+    }
+
+    func validate() throws {
+        if let first = config.problems().first { throw ValidationError(first) }
+        if pretrained != nil && method != .transfer { throw ValidationError("--pretrained goes with --method transfer") }
+    }
+}
+
+/// The transfer source `--method transfer` uses when --pretrained is not given.
+let defaultSource = "checkpoints/source-cifar10/ckpt/last.h5"

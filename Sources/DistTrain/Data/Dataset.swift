@@ -1,0 +1,54 @@
+import Foundation
+
+// The prepared data set (DESIGN.md "Data"): one HDF5 file with
+//   images      uint8 [N, C, H, W], one chunk per image (ranks read their shard only)
+//   labels      int64 [N]
+//   filenames   strings [N] (relative to the source folder)
+//   split/train, split/val, split/test   int64 indices into N
+//   class_names strings [K]
+//   mean, std   float64 [C]: per-channel statistics of the train split, pixel/255
+// attributes: format "disttrain-dataset", version, source, fingerprint.
+
+/// The splits a data set may have, by their stored names.
+public enum Split: String, CaseIterable, Codable, Sendable { case train, val, test }
+
+public final class Dataset {
+    public let path: String
+    public let file: HDF5File
+    public let count: Int, channels: Int, height: Int, width: Int
+    public let labels: [Int]
+    public let classNames: [String]
+    public let splits: [String: [Int]]
+    public let mean: [Double], std: [Double]
+    public let fingerprint: String
+
+    public init(path: String) throws {
+        self.path = path
+        file = try HDF5File(path)
+        guard try file.stringAttribute("format") == "disttrain-dataset" else {
+            throw RuntimeError("'\(path)' is not a disttrain data set (make one with `disttrain prepare`)")
+        }
+        let shape = try file.shape("images")
+        guard shape.count == 4 else { throw RuntimeError("'\(path)': dataset 'images' must be [N, C, H, W], is \(shape)") }
+        (count, channels, height, width) = (shape[0], shape[1], shape[2], shape[3])
+        labels = try file.readInt64s("labels").values.map { Int($0) }
+        classNames = try file.readStrings("class_names")
+        var s: [String: [Int]] = [:]
+        for name in Split.allCases.map(\.rawValue) where file.exists("split/" + name) {
+            s[name] = try file.readInt64s("split/" + name).values.map { Int($0) }
+        }
+        splits = s
+        mean = try file.readDoubles("mean").values
+        std = try file.readDoubles("std").values
+        fingerprint = try file.stringAttribute("fingerprint") ?? ""
+        guard labels.count == count else { throw RuntimeError("'\(path)': \(labels.count) labels for \(count) images") }
+    }
+
+    /// Indices (into the images) of a split; empty when the data set has none.
+    public subscript(split split: Split) -> [Int] { splits[split.rawValue] ?? [] }
+
+    public func filenames() throws -> [String] { try file.readStrings("filenames") }
+
+    /// The images `indices` as uint8 CHW, back to back.
+    public func readImages(_ indices: [Int]) throws -> [UInt8] { try file.readRows("images", indices: indices).bytes }
+}

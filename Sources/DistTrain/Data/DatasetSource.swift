@@ -1,0 +1,203 @@
+import Foundation
+
+/// One image of a source folder, with the CSV line that named it (0 for class folders).
+public struct Sample: Sendable { public var file: String; public var label: Int; public var line: Int }
+
+/// A folder of PNG/JPEG images with its splits, and `prepare`, which turns it into a data set.
+public enum DatasetSource {
+    /// Folder with train.csv (and val.csv, test.csv): `filename,label` rows.
+    case csv(dir: String)
+    /// ImageFolder: dir/{train,val,test}/<class>/<image>.
+    case folders(dir: String)
+
+    public static func detect(_ dir: String) throws -> DatasetSource {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+            throw RuntimeError("data folder '\(dir)' does not exist")
+        }
+        if fm.fileExists(atPath: dir + "/train.csv") { return .csv(dir: dir) }
+        if fm.fileExists(atPath: dir + "/train", isDirectory: &isDir), isDir.boolValue { return .folders(dir: dir) }
+        throw RuntimeError("'\(dir)' has neither train.csv (CSV splits) nor train/<class>/ folders (ImageFolder)")
+    }
+
+    var dir: String { switch self { case .csv(let d), .folders(let d): return d } }
+
+    /// Samples per split and the class names, with every problem named by file and line.
+    func listing() throws -> (splits: [(String, [Sample])], classNames: [String]) {
+        let fm = FileManager.default
+        switch self {
+        case .csv(let dir):
+            var splits: [(String, [Sample])] = []
+            for name in ["train", "val", "test"] {
+                let csv = "\(dir)/\(name).csv"
+                guard fm.fileExists(atPath: csv) else { continue }
+                splits.append((name, try DatasetSource.parseCSV(csv)))
+            }
+            let maxLabel = splits.flatMap { $0.1 }.map(\.label).max() ?? 0
+            // Class names from the first folder of each label's files when consistent (NORMAL/, COVID/).
+            var names: [String] = []
+            for k in 0...maxLabel {
+                let files = splits.flatMap { $0.1 }.filter { $0.label == k }.map(\.file)
+                let folders = Set(files.map { $0.split(separator: "/").dropLast().first.map(String.init) ?? "" })
+                names.append(folders.count == 1 && !folders.first!.isEmpty ? folders.first! : "\(k)")
+            }
+            return (splits, names)
+        case .folders(let dir):
+            let classNames = try fm.contentsOfDirectory(atPath: dir + "/train").filter { n in
+                var d: ObjCBool = false
+                return fm.fileExists(atPath: "\(dir)/train/\(n)", isDirectory: &d) && d.boolValue
+            }.sorted()
+            guard !classNames.isEmpty else { throw RuntimeError("'\(dir)/train' has no class folders") }
+            var splits: [(String, [Sample])] = []
+            for name in ["train", "val", "test"] where fm.fileExists(atPath: "\(dir)/\(name)") {
+                var samples: [Sample] = []
+                for (k, cls) in classNames.enumerated() {
+                    let sub = "\(dir)/\(name)/\(cls)"
+                    guard fm.fileExists(atPath: sub) else { continue }
+                    for f in try fm.contentsOfDirectory(atPath: sub).sorted() where DatasetSource.isImage(f) {
+                        samples.append(Sample(file: "\(name)/\(cls)/\(f)", label: k, line: 0))
+                    }
+                }
+                splits.append((name, samples))
+            }
+            return (splits, classNames)
+        }
+    }
+
+    static func isImage(_ f: String) -> Bool {
+        let l = f.lowercased()
+        return l.hasSuffix(".png") || l.hasSuffix(".jpg") || l.hasSuffix(".jpeg")
+    }
+
+    /// `filename,label` with a header; labels integral ("1", "1.0").
+    static func parseCSV(_ path: String) throws -> [Sample] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw RuntimeError("cannot read '\(path)'") }
+        var out: [Sample] = []
+        for (i, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+            if line.isEmpty { continue }
+            if i == 0 {
+                guard line.lowercased().hasPrefix("filename") else {
+                    throw RuntimeError("\(path) line 1: expected the header 'filename,label', got '\(line)'")
+                }
+                continue
+            }
+            guard let comma = line.lastIndex(of: ",") else {
+                throw RuntimeError("\(path) line \(i + 1): expected 'filename,label', got '\(line)'")
+            }
+            let file = String(line[..<comma]).trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
+            let labelText = line[line.index(after: comma)...].trimmingCharacters(in: .whitespaces)
+            guard let v = Double(labelText), v >= 0, v == v.rounded(), !file.isEmpty else {
+                throw RuntimeError("\(path) line \(i + 1): bad label '\(labelText)' (a non-negative integer such as 0 or 1.0)")
+            }
+            out.append(Sample(file: file, label: Int(v), line: i + 1))
+        }
+        return out
+    }
+
+    /// FNV-1a over the listing and every file's size and mtime: changes when the source does.
+    func fingerprint(_ listing: [(String, [Sample])], size: Int?, channels: Int?) -> String {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ s: String) { for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 } }
+        mix("v1 size=\(size ?? 0) channels=\(channels ?? 0)")
+        for (split, samples) in listing {
+            mix(split)
+            for s in samples {
+                mix(s.file); mix(String(s.label))
+                if let a = try? FileManager.default.attributesOfItem(atPath: dir + "/" + s.file) {
+                    mix(String((a[.size] as? Int) ?? 0)); mix(String(((a[.modificationDate] as? Date)?.timeIntervalSince1970) ?? 0))
+                }
+            }
+        }
+        return String(format: "%016llx", h)
+    }
+
+    /// Decodes, converts and writes the data set. Stops at the first bad image, named.
+    @discardableResult
+    public func prepare(out: String, size: Int? = nil, channels wantChannels: Int? = nil,
+                        progress: ((Int, Int) -> Void)? = nil) throws -> String {
+        let (splits, classNames) = try listing()
+        guard let train = splits.first(where: { $0.0 == "train" }), !train.1.isEmpty else {
+            throw RuntimeError("'\(dir)': the train split is empty")
+        }
+        let all = splits.flatMap { $0.1 }
+        let fm = FileManager.default
+        for (split, samples) in splits { for s in samples where !fm.fileExists(atPath: dir + "/" + s.file) {
+            throw RuntimeError((s.line > 0 ? "\(dir)/\(split).csv line \(s.line): " : "") + "image '\(s.file)' not found")
+        } }
+        // Geometry from the first image unless given.
+        let first = try RasterImage.read(dir + "/" + all[0].file)
+        let C = wantChannels ?? first.channels
+        let H = size ?? first.height, W = size ?? first.width
+        let per = C * H * W
+        var bytes = [UInt8](repeating: 0, count: per * all.count)
+        var failure: String? = nil
+        let lock = NSLock()
+        var done = 0
+        bytes.withUnsafeMutableBufferPointer { buf in
+            let base = buf.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: max(1, ProcessInfo.processInfo.activeProcessorCount)) { t in
+                let T = max(1, ProcessInfo.processInfo.activeProcessorCount)
+                var i = t
+                while i < all.count {
+                    let s = all[i]
+                    do {
+                        var img = try RasterImage.read(dir + "/" + s.file).converted(channels: C)
+                        if img.width != W || img.height != H {
+                            guard size != nil else {
+                                throw RuntimeError("image '\(s.file)' is \(img.width)x\(img.height), the first was \(W)x\(H); "
+                                                   + "pass --image-size to resize")
+                            }
+                            img = img.resized(width: W, height: H)
+                        }
+                        let chw = img.chw
+                        chw.withUnsafeBufferPointer { (base + i * per).update(from: $0.baseAddress!, count: per) }
+                    } catch {
+                        lock.lock(); if failure == nil { failure = "\(error)" }; lock.unlock()
+                        return
+                    }
+                    lock.lock(); done += 1; let d = done; lock.unlock()
+                    if t == 0, let p = progress { p(d, all.count) }
+                    i += T
+                }
+            }
+        }
+        if let f = failure { throw RuntimeError(f) }
+        // Train statistics per channel, in [0, 1] units.
+        var mean = [Double](repeating: 0, count: C), sq = [Double](repeating: 0, count: C)
+        for i in 0..<train.1.count {
+            for c in 0..<C {
+                var s = 0.0, s2 = 0.0
+                for p in 0..<(H * W) { let v = Double(bytes[i * per + c * H * W + p]) / 255; s += v; s2 += v * v }
+                mean[c] += s; sq[c] += s2
+            }
+        }
+        let n = Double(train.1.count * H * W)
+        let std = (0..<C).map { max(((sq[$0] / n) - (mean[$0] / n) * (mean[$0] / n)).squareRoot(), 1e-6) }
+        mean = mean.map { $0 / n }
+        let fp = fingerprint(splits, size: size, channels: wantChannels)
+        let tmp = out + ".tmp"
+        do {
+            let f = try HDF5File(tmp, .create)
+            try f.writeImages("images", shape: [all.count, C, H, W], bytes: bytes)
+            try f.write("labels", shape: [all.count], int64s: all.map { Int64($0.label) })
+            try f.writeStrings("filenames", all.map(\.file))
+            var offset = 0
+            for (name, samples) in splits {
+                try f.write("split/" + name, shape: [samples.count], int64s: (offset..<(offset + samples.count)).map { Int64($0) },
+                            chunked: !samples.isEmpty)
+                offset += samples.count
+            }
+            try f.writeStrings("class_names", classNames)
+            try f.write("mean", doubles: mean)
+            try f.write("std", doubles: std)
+            try f.setAttribute("format", "disttrain-dataset")
+            try f.setAttribute("version", 1.0)
+            try f.setAttribute("source", dir)
+            try f.setAttribute("fingerprint", fp)
+        }
+        try durableRename(tmp, out)
+        return fp
+    }
+}

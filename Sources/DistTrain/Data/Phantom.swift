@@ -1,0 +1,84 @@
+import Foundation
+import Net
+
+/// CT-like phantoms with known lesions: the embedded default data set and
+/// the test bed of the CAM methods' localisation.
+public enum Phantom {
+    /// One 8-bit slice (size x size) and its lesion mask (255 inside).
+    /// Body ellipse (soft tissue), two dark lungs, bright vessels in the lungs,
+    /// a spine; positives add 1-3 ground-glass lesions (hazy, brighter blobs)
+    /// inside the lungs. Gaussian-ish noise on everything.
+    public static func slice(size: Int, positive: Bool, seed: UInt64) -> (image: [UInt8], mask: [UInt8]) {
+        var rng = Xoshiro256(seed: seed)
+        let n = size * size
+        var v = [Double](repeating: 0.02, count: n)
+        var mask = [UInt8](repeating: 0, count: n)
+        let c = Double(size) / 2
+        let bodyA = c * rng.uniform(0.78, 0.9), bodyB = c * rng.uniform(0.6, 0.72)
+        let lungA = c * rng.uniform(0.26, 0.32), lungB = c * rng.uniform(0.38, 0.46), lungDX = c * rng.uniform(0.36, 0.42)
+        func inEllipse(_ x: Double, _ y: Double, _ cx: Double, _ cy: Double, _ a: Double, _ b: Double) -> Double {
+            ((x - cx) * (x - cx)) / (a * a) + ((y - cy) * (y - cy)) / (b * b)
+        }
+        var lung = [Bool](repeating: false, count: n)
+        for y in 0..<size { for x in 0..<size {
+            let fx = Double(x) + 0.5, fy = Double(y) + 0.5, i = y * size + x
+            if inEllipse(fx, fy, c, c, bodyA, bodyB) <= 1 { v[i] = 0.62 }
+            if inEllipse(fx, fy, c, c, bodyA, bodyB) <= 1 && inEllipse(fx, fy, c, c, bodyA - 3, bodyB - 3) > 1 { v[i] = 0.85 }
+            for side in [-1.0, 1.0] where inEllipse(fx, fy, c + side * lungDX, c - c * 0.05, lungA, lungB) <= 1 {
+                v[i] = 0.12; lung[i] = true
+            }
+            if inEllipse(fx, fy, c, c + bodyB * 0.72, c * 0.09, c * 0.09) <= 1 { v[i] = 0.95 }  // spine
+        } }
+        // Vessels: small bright discs inside the lungs.
+        let lungPixels = lung.indices.filter { lung[$0] }
+        for _ in 0..<Int(rng.uniform(25, 45)) {
+            guard let p = lungPixels.randomElement(using: &rng) else { break }
+            let px = Double(p % size), py = Double(p / size), r = rng.uniform(0.6, 1.6) * Double(size) / 112
+            for y in max(0, Int(py - r - 1))..<min(size, Int(py + r + 2)) { for x in max(0, Int(px - r - 1))..<min(size, Int(px + r + 2)) {
+                let d2 = (Double(x) - px) * (Double(x) - px) + (Double(y) - py) * (Double(y) - py)
+                if d2 <= r * r && lung[y * size + x] { v[y * size + x] = 0.55 }
+            } }
+        }
+        if positive {
+            for _ in 0..<Int(rng.uniform(1, 3.99)) {
+                guard let p = lungPixels.randomElement(using: &rng) else { break }
+                let px = Double(p % size), py = Double(p / size), r = rng.uniform(0.07, 0.14) * Double(size)
+                for y in 0..<size { for x in 0..<size {
+                    let i = y * size + x
+                    let d2 = ((Double(x) - px) * (Double(x) - px) + (Double(y) - py) * (Double(y) - py)) / (r * r)
+                    if d2 <= 1 && lung[i] {
+                        v[i] = max(v[i], 0.12 + 0.28 * (1 - 0.5 * d2))  // ground glass: hazy, brighter than lung
+                        mask[i] = 255
+                    }
+                } }
+            }
+        }
+        var img = [UInt8](repeating: 0, count: n)
+        for i in 0..<n {
+            let noise = (rng.unit() + rng.unit() + rng.unit() - 1.5) * 0.05
+            img[i] = UInt8(max(0, min(255, (v[i] + noise) * 255)))
+        }
+        return (img, mask)
+    }
+
+    /// Writes n slices in prepare's CSV layout (70/10/20 % train/val/test,
+    /// classes alternating) with masks under masks/.
+    public static func write(to dir: String, n: Int, size: Int, seed: UInt64) throws {
+        let fm = FileManager.default
+        for sub in ["COVID", "NORMAL", "masks/COVID", "masks/NORMAL"] {
+            try fm.createDirectory(atPath: dir + "/" + sub, withIntermediateDirectories: true)
+        }
+        var rows: [String: String] = ["train": "filename,label\n", "val": "filename,label\n", "test": "filename,label\n"]
+        for i in 0..<n {
+            let positive = i % 2 == 1
+            let (img, mask) = slice(size: size, positive: positive, seed: seed &* 1_000_003 &+ UInt64(i))
+            let name = "\(positive ? "COVID" : "NORMAL")/phantom-\(i).png"
+            try RasterImage(width: size, height: size, channels: 1, pixels: img).writePNG(dir + "/" + name)
+            try RasterImage(width: size, height: size, channels: 1, pixels: mask).writePNG(dir + "/masks/" + name)
+            let f = Double(i) / Double(n)
+            let split = f < 0.7 ? "train" : f < 0.8 ? "val" : "test"
+            rows[split]! += "\(name),\(positive ? 1 : 0)\n"
+        }
+        for (split, text) in rows { try text.write(toFile: "\(dir)/\(split).csv", atomically: true, encoding: .utf8) }
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import Net
+
+/// Sharded evaluation of a network on a split: position k goes to rank
+/// k % size, and per-sample arrays are all-reduced, so every rank ends with
+/// the same metrics. Used by the trainer (every epoch), `eval`, the report.
+public final class Evaluator {
+    public let net: ResNet
+    public let dataset: Dataset
+    public let batchMaker: BatchMaker
+    let comm: Communicator
+    let batchSize: Int, numClasses: Int, seed: UInt64
+    let x = Tensor()
+
+    /// A split's metrics with every sample's label and class-1 score (for ROC curves).
+    public struct Result: Sendable {
+        public var metrics: SplitMetrics
+        public var labels: [Int]
+        public var scores: [Double]
+    }
+
+    public init(net: ResNet, dataset: Dataset, batchMaker: BatchMaker, comm: Communicator, config: TrainConfig) {
+        self.net = net; self.dataset = dataset; self.batchMaker = batchMaker; self.comm = comm
+        batchSize = config.evalBatchSize; numClasses = config.numClasses; seed = config.seed
+    }
+
+    /// Empty metrics when the data set has no such split.
+    public func evaluate(_ split: Split) throws -> Result {
+        let indices = dataset[split: split]
+        guard !indices.isEmpty else { return Result(metrics: SplitMetrics(), labels: [], scores: []) }
+        net.setTraining(false)
+        defer { net.setTraining(true) }
+        let n = indices.count, K = numClasses
+        var scores = [Double](repeating: 0, count: n), preds = [Double](repeating: 0, count: n)
+        var losses = [Double](repeating: 0, count: n)
+        let mine = (0..<n).filter { $0 % comm.size == comm.rank }
+        var start = 0
+        while start < mine.count {
+            let chunk = Array(mine[start..<min(start + batchSize, mine.count)])
+            let labels = try batchMaker.batch(dataset, chunk.map { indices[$0] }, into: x, seed: seed, augmentEpoch: nil)
+            let probs = softmax(net.forward(x))
+            for (j, pos) in chunk.enumerated() {
+                let p = probs[j]
+                scores[pos] = Double(K == 2 ? p[1] : p.max()!)
+                preds[pos] = Double(p.indices.max { p[$0] < p[$1] }!)
+                losses[pos] = -log(max(Double(p[labels[j]]), 1e-30))
+            }
+            start += chunk.count
+        }
+        comm.allreduceSum(&scores); comm.allreduceSum(&preds); comm.allreduceSum(&losses)
+        let labels = indices.map { dataset.labels[$0] }
+        let metrics = SplitMetrics(lossSum: losses.reduce(0, +), labels: labels, predictions: preds.map { Int($0) },
+                                   scores: scores, classes: K)
+        return Result(metrics: metrics, labels: labels, scores: scores)
+    }
+}
+
+extension Evaluator {
+    /// A run's network (freshly built, not loaded), its data set and its batch maker.
+    public convenience init(config: TrainConfig, comm: Communicator) throws {
+        let dataset = try Dataset(path: config.dataset)
+        self.init(net: ResNet(config.netConfig), dataset: dataset, batchMaker: BatchMaker(dataset: dataset, config: config),
+                  comm: comm, config: config)
+    }
+}

@@ -1,0 +1,125 @@
+import Cams
+import Foundation
+import Net
+
+/// The evaluation and explanation stage (`disttrain eval`, and the end of
+/// `train`): metrics of a checkpoint on val and test (sharded, `Evaluator`),
+/// then on rank 0 the figures (`ReportFigures`) and the page (`ReportPage`):
+/// report/{*.png, cams/, summary.json, index.html}.
+public enum EvalStage {
+    public static let sampleSeed: UInt64 = 1234
+
+    /// Test positions shown in every report of a data set: `perClass` of each
+    /// class, chosen by a fixed seed (so two models are compared on the same slices).
+    public static func fixedSample(_ ds: Dataset, perClass: Int = 3) -> [Int] {
+        let test = ds[split: .test]
+        var order = Array(test.indices)
+        var rng = Xoshiro256(seed: sampleSeed)
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        var picked: [Int] = []
+        for k in 0..<max(ds.classNames.count, 2) {
+            picked += order.filter { ds.labels[test[$0]] == k }.prefix(perClass)
+        }
+        return picked
+    }
+
+    /// Loads the checkpoint (rank 0, then broadcast), evaluates on every rank,
+    /// and (rank 0) writes the report.
+    public static func run(config: TrainConfig, comm: Communicator, checkpoint: String, cams: [CAMKind] = CAMKind.allCases,
+                           layer: String = "layer4") throws -> EvalSummary {
+        let evaluator = try Evaluator(config: config, comm: comm)
+        if comm.isRoot { try Checkpoint.load(checkpoint, into: evaluator.net) }
+        ReplicaSync.broadcastModel(evaluator.net, comm)
+        let val = try evaluator.evaluate(.val)
+        let test = try evaluator.evaluate(.test)
+        let summary = EvalSummary(checkpoint: checkpoint, val: val.metrics, test: test.metrics)
+        guard comm.isRoot else { return summary }
+        let dir = config.run + "/report"
+        try FileManager.default.createDirectory(atPath: dir + "/cams", withIntermediateDirectories: true)
+        try writeReport(config: config, evaluator: evaluator, dir: dir, summary: summary, test: test, cams: cams, layer: layer)
+        return summary
+    }
+
+    static func writeReport(config cfg: TrainConfig, evaluator: Evaluator, dir: String, summary: EvalSummary, test: Evaluator.Result,
+                            cams: [CAMKind], layer: String) throws {
+        let t0 = now()
+        let rows = MetricsLog.load(dir: cfg.run, upTo: Int.max).rows
+        try ReportFigures.curves(rows, dir: dir)
+        try ReportFigures.roc(labels: test.labels, scores: test.scores, dir: dir)
+        try ReportFigures.kernels(evaluator.net, dir: dir)
+        let explainer = try CAMExplainer(net: evaluator.net, layer: layer)
+        let rowsHTML = try explanations(cfg, evaluator, explainer, test: test, cams: cams, dir: dir)
+        var full = summary
+        full.run = cfg.run; full.method = cfg.method.rawValue; full.arch = cfg.arch.rawValue; full.imageSize = cfg.imageSize
+        full.bestEpoch = rows.min { $0.val.loss < $1.val.loss }?.epoch ?? 0
+        full.epochs = rows.count
+        full.wallSeconds = rows.reduce(0) { $0 + $1.seconds }
+        full.imagesPerSecond = rows.isEmpty ? 0 : rows.reduce(0) { $0 + $1.imagesPerSecond } / Double(rows.count)
+        full.peakRSSMiB = rows.map(\.peakRSSMiB).filter(\.isFinite).max()
+        full.classNames = cfg.classNames
+        full.camLayer = layer
+        let localization = try localize(cfg, evaluator, explainer, test: test, cams: cams)
+        full.localization = localization.isEmpty ? nil : localization
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        try enc.encode(full).write(to: URL(fileURLWithPath: dir + "/summary.json"))
+        try ReportPage.html(full, cams: cams, rows: rowsHTML).write(toFile: dir + "/index.html", atomically: true, encoding: .utf8)
+        print(String(format: "report: %@/index.html (%.0f s)", dir, now() - t0))
+    }
+
+    /// The fixed sample plus up to 2 slices this model gets wrong: every CAM and
+    /// the input gradient as PNGs under cams/, the grid, and the page's rows.
+    static func explanations(_ cfg: TrainConfig, _ evaluator: Evaluator, _ explainer: CAMExplainer, test: Evaluator.Result,
+                             cams: [CAMKind], dir: String) throws -> [String] {
+        let ds = evaluator.dataset, indices = ds[split: .test]
+        var sample = fixedSample(ds)
+        let wrong = indices.indices.filter { (test.scores[$0] >= 0.5 ? 1 : 0) != test.labels[$0] }.prefix(2)
+        sample += wrong.filter { !sample.contains($0) }
+        let S = cfg.imageSize, columns = ["input", "input-gradient"] + cams.map(\.rawValue)
+        let filenames = ds.count > 0 ? try ds.filenames() : []
+        func className(_ k: Int) -> String { cfg.classNames.indices.contains(k) ? cfg.classNames[k] : "\(k)" }
+        var rowsHTML: [String] = [], tiles: [[[UInt8]]] = []
+        for pos in sample {
+            let x = Tensor()
+            let lab = try evaluator.batchMaker.batch(ds, [indices[pos]], into: x, seed: cfg.seed, augmentEpoch: nil)
+            let cells = ReportFigures.explanationTiles(x: x, labels: lab, net: evaluator.net, explainer: explainer, cams: cams,
+                                                       mean: Float(cfg.mean.first ?? 0), std: Float(cfg.std.first ?? 1))
+            let name = "test-\(pos)"
+            for (col, cell) in zip(columns, cells) {
+                try RasterImage(width: S, height: S, channels: 3, pixels: cell).writePNG("\(dir)/cams/\(name)-\(col).png")
+            }
+            tiles.append(cells)
+            let p = test.scores[pos]
+            let predicted = p >= 0.5 ? 1 : 0
+            let file = filenames.indices.contains(indices[pos]) ? filenames[indices[pos]] : name
+            rowsHTML.append(ReportPage.explanationRow(name: name, file: file,
+                                                      truth: className(lab[0]), classLabel: className(1), probability: p,
+                                                      correct: className(predicted) == className(lab[0]), columns: columns, size: S))
+        }
+        try ReportFigures.camGrid(tiles, size: S, dir: dir)
+        return rowsHTML
+    }
+
+    /// Localisation against lesion masks, where the data set has them (phantoms):
+    /// up to 12 positive test slices, each method's map of class 1.
+    static func localize(_ cfg: TrainConfig, _ evaluator: Evaluator, _ explainer: CAMExplainer, test: Evaluator.Result,
+                         cams: [CAMKind]) throws -> [Localization] {
+        let ds = evaluator.dataset, indices = ds[split: .test], S = cfg.imageSize
+        guard let src = (try? ds.file.stringAttribute("source")) ?? nil, FileManager.default.fileExists(atPath: src + "/masks") else {
+            return []
+        }
+        let names = try ds.filenames()
+        var maps = [String: [[Float]]](), masks: [[UInt8]] = []
+        for pos in Array(indices.indices.filter { test.labels[$0] == 1 }.prefix(12)) {
+            guard let m = try? RasterImage.read(src + "/masks/" + names[indices[pos]]).converted(channels: 1).resized(width: S, height: S)
+            else { continue }
+            masks.append(m.pixels)
+            let x = Tensor()
+            _ = try evaluator.batchMaker.batch(ds, [indices[pos]], into: x, seed: cfg.seed, augmentEpoch: nil)
+            for kind in cams { maps[kind.rawValue, default: []].append(explainer.explain(x, method: kind, target: .classIndex(1)).maps) }
+        }
+        guard !masks.isEmpty else { return [] }
+        return cams.map { Localization.score(method: $0.rawValue, maps: maps[$0.rawValue]!, masks: masks) }
+    }
+}

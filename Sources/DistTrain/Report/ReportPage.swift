@@ -1,0 +1,80 @@
+import Cams
+import Foundation
+
+/// The report's HTML: report/index.html of one run. Every value from a file
+/// or a name goes through `htmlEscape`.
+enum ReportPage {
+    /// One table row of the explanations: the slice's file, truth, probability
+    /// and correctness, then its pictures under cams/.
+    static func explanationRow(name: String, file: String, truth: String, classLabel: String, probability: Double, correct: Bool,
+                               columns: [String], size: Int) -> String {
+        "<tr><th>\(htmlEscape(file))<br>true \(htmlEscape(truth))<br>p(\(htmlEscape(classLabel))) = \(String(format: "%.3f", probability))"
+            + "<br>\(correct ? "correct" : "<b>wrong</b>")</th>"
+            + columns.map { "<td><img src=\"cams/\(name)-\($0).png\" width=\"\(min(size, 160))\"></td>" }.joined() + "</tr>"
+    }
+
+    static func html(_ s: EvalSummary, cams: [CAMKind], rows: [String]) -> String {
+        func f(_ v: Double) -> String { v.isFinite ? String(format: "%.4f", v) : "n/a" }
+        let metricRows = [("val", s.val), ("test", s.test)].filter { $0.1.count > 0 }.map { n, m in
+            "<tr><td>\(n)</td><td>\(m.count)</td>"
+                + [m.accuracy, m.loss, m.sensitivity, m.specificity, m.precision, m.f1, m.auc].map { "<td>\(f($0))</td>" }.joined()
+                + "</tr>"
+        }.joined()
+        let names = s.classNames ?? ["0", "1"]
+        var confusion = "<table class=m><tr><th>true \\ predicted</th>" + names.map { "<th>\(htmlEscape($0))</th>" }.joined() + "</tr>"
+        for (i, row) in s.test.confusion.enumerated() {
+            confusion += "<tr><th>\(htmlEscape(names.indices.contains(i) ? names[i] : "\(i)"))</th>"
+                + row.map { "<td>\($0)</td>" }.joined() + "</tr>"
+        }
+        confusion += "</table>"
+        let rss = s.peakRSSMiB.map { String(format: ", peak RSS %.0f MiB per rank", $0) } ?? ""
+        let metricHeads = ["split", "images", "accuracy", "loss", "sensitivity", "specificity", "precision", "F1", "ROC AUC"]
+        return """
+        <!doctype html><html><head><meta charset="utf-8"><title>disttrain report: \(htmlEscape(s.run ?? ""))</title>
+        <style>body{font-family:sans-serif;margin:24px;max-width:1800px}
+        table.m td,table.m th{border:1px solid #ccc;padding:4px 8px;text-align:right} table.m{border-collapse:collapse}
+        .cams th{font-size:12px;text-align:left;vertical-align:top;width:150px} .cams td{padding:1px}
+        .key span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}</style></head><body>
+        <h1>\(htmlEscape(s.method ?? "")) \(htmlEscape(s.arch ?? "")), \(s.imageSize ?? 0)x\(s.imageSize ?? 0)</h1>
+        <p>Run <code>\(htmlEscape(s.run ?? ""))</code>, checkpoint <code>\(htmlEscape(s.checkpoint))</code>;
+        best epoch (validation loss) \(s.bestEpoch ?? 0) of \(s.epochs ?? 0);
+        training wall-clock \(formatDuration(s.wallSeconds ?? 0)), mean \(String(format: "%.1f", s.imagesPerSecond ?? 0)) img/s\(rss).</p>
+        <h2>Metrics of the checkpoint</h2>
+        <table class=m><tr>\(metricHeads.map { "<th>\($0)</th>" }.joined())</tr>\(metricRows)</table>
+        <h3>Confusion matrix (test)</h3>\(confusion)
+        <h2>Curves per epoch</h2>
+        <p class=key><span style="background:#1f77b4"></span>train<span style="background:#ff7f0e"></span>val
+        <span style="background:#2ca02c"></span>test (x: epoch 1 to \(s.epochs ?? 0); loss from 0, accuracy from 0.4 to 1)</p>
+        <p><img src="loss.png" alt="loss"> <img src="accuracy.png" alt="accuracy">
+        <img src="roc.png" alt="ROC curve (test): false positive rate vs true positive rate"></p>
+        <h2>First-layer kernels</h2><p>conv1, one tile per output channel; gray = 0, white positive, black negative, one scale for all.</p>
+        <p><img src="kernels.png" alt="conv1 kernels"></p>
+        \(localizationTable(s.localization))
+        <h2>Explanations on test slices</h2>
+        <p>Fixed sample (same slices for every model on this data set) plus up to two slices this model gets wrong. Columns: the slice,
+        |dL/dx| (input gradient, turbo), then each CAM at \(htmlEscape(s.camLayer ?? "layer4")) over the slice (jet, red = high),
+        explaining the predicted class.</p>
+        <table class=cams><tr><th></th><th>input</th><th>input gradient</th>\(cams.map { "<th>\($0.rawValue)</th>" }.joined())</tr>
+        \(rows.joined(separator: "\n"))</table></body></html>
+        """
+    }
+
+    static func localizationTable(_ l: [Localization]?) -> String {
+        guard let l, let first = l.first else { return "" }
+        return "<h2>Localisation of the lesions (\(first.images) positive test phantoms)</h2>"
+            + "<p>Pointing game: share of slices whose map peaks inside the lesion mask; energy: share of the map inside the mask "
+            + "(a uniform map scores the mask's area, \(String(format: "%.3f", first.chance))).</p>"
+            + "<table class=m><tr><th>method</th><th>pointing game</th><th>energy inside</th></tr>"
+            + l.map {
+                "<tr><td>\(htmlEscape($0.method))</td>"
+                    + String(format: "<td>%.3f</td><td>%.3f</td></tr>", $0.pointingGame, $0.energyInside)
+            }.joined()
+            + "</table>"
+    }
+}
+
+/// The one escaping helper for text in HTML (element content and quoted attributes).
+func htmlEscape(_ s: String) -> String {
+    s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+        .replacingOccurrences(of: "\"", with: "&quot;")
+}

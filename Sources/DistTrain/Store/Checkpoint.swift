@@ -1,0 +1,76 @@
+import Foundation
+import Net
+
+/// HDF5 checkpoints (DESIGN.md "On disk"): `model/<state_dict key>` (same
+/// shapes; float32, counters int64), `optimizer/<key>/<state name>` and
+/// `optimizer/steps`, `state/<TrainState field>` and `state/seed`, attributes.
+/// Loads into torchvision.models.resnet18(num_classes=2) (conv1 widened) by
+/// key with h5py. Written to *.tmp, fsynced, renamed: never half a file.
+public enum Checkpoint {
+    public static let formatVersion = 1.0
+
+    public static func save(_ path: String, net: ResNet, optimizer: Optimizer, state: TrainState, config: TrainConfig) throws {
+        let tmp = path + ".tmp"
+        do {
+            let f = try HDF5File(tmp, .create)
+            let s = net.store
+            for e in s.entries {
+                if e.kind == .counter {
+                    try f.write("model/" + e.name, shape: [], int64s: [s.counters[e.offset]], chunked: false)
+                } else {
+                    try f.write("model/" + e.name, shape: e.shape, floats: s.read(e), chunked: e.count > 0)
+                }
+            }
+            for e in s.entries where e.kind == .parameter {
+                for (k, name) in optimizer.stateNames.enumerated() {
+                    let base = k == 0 ? optimizer.state1 : optimizer.state2
+                    let v = Array(UnsafeBufferPointer(start: base + e.offset, count: e.count))
+                    try f.write("optimizer/\(e.name)/\(name)", shape: e.shape, floats: v)
+                }
+            }
+            try f.write("optimizer/steps", shape: [optimizer.steps.count], int64s: optimizer.steps)
+            try f.writeFields("state", state)
+            try f.write("state/seed", shape: [1], int64s: [Int64(bitPattern: config.seed)])
+            try f.setAttribute("format_version", formatVersion)
+            try f.setAttribute("arch", config.arch.rawValue)
+            try f.setAttribute("method", config.method.rawValue)
+            try f.setAttribute("optimizer", config.optimizer.rawValue)
+            try f.setAttribute("in_channels", Double(config.inChannels))
+            try f.setAttribute("num_classes", Double(config.numClasses))
+            try f.setAttribute("image_size", Double(config.imageSize))
+            try f.setAttribute("width", Double(config.width))
+            try f.setAttribute("mean", config.mean.map { String($0) }.joined(separator: ","))
+            try f.setAttribute("std", config.std.map { String($0) }.joined(separator: ","))
+            try f.setAttribute("class_names", config.classNames.joined(separator: ","))
+            try f.setAttribute("dataset_fingerprint", config.datasetFingerprint)
+        }
+        try durableRename(tmp, path)
+    }
+
+    /// Loads the model (and the optimizer, when given) by name; returns the training state.
+    @discardableResult
+    public static func load(_ path: String, into net: ResNet, optimizer: Optimizer? = nil) throws -> TrainState {
+        let f = try open(path)
+        try StateDict.load(HDF5TensorSource(f, group: "model", what: "checkpoint"), into: net)
+        if let opt = optimizer { try StateDict.loadOptimizer(f, into: opt, of: net) }
+        return try f.readFields("state", as: TrainState.self)
+    }
+
+    /// Opens a checkpoint, refusing files that are not one or are too new.
+    public static func open(_ path: String) throws -> HDF5File {
+        let f = try HDF5File(path)
+        guard let version = try f.doubleAttribute("format_version") else {
+            throw RuntimeError("'\(path)' is not a disttrain checkpoint (no format_version)")
+        }
+        guard version <= formatVersion else {
+            throw RuntimeError("'\(path)' has format version \(version); this disttrain reads \(formatVersion)")
+        }
+        return f
+    }
+
+    /// `newest` first: the epoch files of a run folder.
+    public static func epochFiles(_ dir: String) -> [String] {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        return files.filter { $0.hasPrefix("epoch-") && $0.hasSuffix(".h5") }.sorted(by: >).map { dir + "/" + $0 }
+    }
+}

@@ -1,0 +1,114 @@
+import Foundation
+import Net
+
+/// Tensors by torchvision state_dict name, wherever they come from: a
+/// checkpoint's `model/` group, a transfer source, an imported .pth.
+public protocol TensorSource {
+    /// Named in every error.
+    var description: String { get }
+    /// nil when the source has no tensor of that name.
+    func tensor(_ name: String) throws -> (shape: [Int], values: [Float])?
+    func counter(_ name: String) throws -> Int64?
+}
+
+/// `group/<key>` datasets of an HDF5 file (checkpoints and transfer sources).
+public struct HDF5TensorSource: TensorSource {
+    public let file: HDF5File
+    public let group: String
+    public let description: String
+
+    public init(_ file: HDF5File, group: String, what: String) {
+        self.file = file; self.group = group; description = "\(what) '\(file.path)'"
+    }
+
+    public func tensor(_ name: String) throws -> (shape: [Int], values: [Float])? {
+        file.exists(group + "/" + name) ? try file.readFloats(group + "/" + name) : nil
+    }
+
+    public func counter(_ name: String) throws -> Int64? {
+        file.exists(group + "/" + name) ? try file.readInt64s(group + "/" + name).values.first ?? 0 : nil
+    }
+}
+
+/// PyTorch's `load_state_dict` for our ResNet: one routine with one set of
+/// checks (every tensor present, its shape the model's) and one set of error
+/// words, for checkpoints, transfer sources and imported weights.
+public enum StateDict {
+    public struct Options: Sendable {
+        /// Keys left as the model has them (a transfer source's fc head).
+        public var skipPrefixes: [String] = []
+        /// num_batches_tracked may be missing (timm omits it).
+        public var countersOptional = false
+        /// conv1 of an RGB source may meet a 1-channel model by summing over its input channels.
+        public var sumConv1InputChannels = false
+        public init() {}
+    }
+
+    public struct Report: Sendable {
+        public var loaded: [String] = []
+        public var adapted: [String] = []
+        public var skipped: [String] = []
+    }
+
+    public static func load(_ source: TensorSource, into net: ResNet, _ options: Options = Options()) throws -> Report {
+        let s = net.store
+        var report = Report()
+        for e in s.entries {
+            if options.skipPrefixes.contains(where: { e.name.hasPrefix($0) }) { report.skipped.append(e.name); continue }
+            if e.kind == .counter {
+                guard let v = try source.counter(e.name) else {
+                    if options.countersOptional { continue }
+                    throw missing(e.name, source, net)
+                }
+                s.counters[e.offset] = v
+                report.loaded.append(e.name)
+                continue
+            }
+            guard let (shape, v) = try source.tensor(e.name) else { throw missing(e.name, source, net) }
+            if shape == e.shape, v.count == e.count {
+                s.write(e, v)
+            } else if options.sumConv1InputChannels, e.name == "conv1.weight", e.shape[1] == 1, shape.count == 4,
+                      shape[0] == e.shape[0], shape[2...] == e.shape[2...], v.count == shape.reduce(1, *) {
+                // (OC, IC, KH, KW) -> (OC, 1, KH, KW): a gray g fed as (g, ..., g) gives the same activation.
+                let OC = shape[0], IC = shape[1], K = shape[2] * shape[3]
+                var w = [Float](repeating: 0, count: OC * K)
+                for o in 0..<OC { for i in 0..<IC { for k in 0..<K { w[o * K + k] += v[(o * IC + i) * K + k] } } }
+                s.write(e, w)
+                report.adapted.append("conv1.weight summed over \(IC) input channels")
+            } else {
+                throw RuntimeError("\(source.description): '\(e.name)' has shape \(shape), the model needs \(e.shape) "
+                                   + "(a \(net.config.arch.rawValue) with \(net.config.inChannels) input channels, "
+                                   + "\(net.config.numClasses) classes, width \(net.config.width))")
+            }
+            report.loaded.append(e.name)
+        }
+        return report
+    }
+
+    /// The optimizer's per-parameter state (`optimizer/<key>/<state name>`) and
+    /// its step counts, with the same checks as the model's tensors.
+    public static func loadOptimizer(_ file: HDF5File, into opt: Optimizer, of net: ResNet) throws {
+        let what = "checkpoint '\(file.path)'"
+        for e in net.store.entries where e.kind == .parameter {
+            for (k, name) in opt.stateNames.enumerated() {
+                let key = "optimizer/\(e.name)/\(name)"
+                guard file.exists(key) else { throw RuntimeError("\(what) has no optimizer state '\(e.name)/\(name)'") }
+                let (shape, v) = try file.readFloats(key)
+                guard shape == e.shape, v.count == e.count else {
+                    throw RuntimeError("\(what): optimizer state '\(e.name)/\(name)' has shape \(shape), the model needs \(e.shape)")
+                }
+                let base = k == 0 ? opt.state1 : opt.state2
+                v.withUnsafeBufferPointer { (base + e.offset).update(from: $0.baseAddress!, count: e.count) }
+            }
+        }
+        let steps = try file.readInt64s("optimizer/steps").values
+        guard steps.count == opt.steps.count else {
+            throw RuntimeError("\(what): optimizer/steps has \(steps.count) entries, expected \(opt.steps.count)")
+        }
+        opt.steps = steps
+    }
+
+    static func missing(_ name: String, _ source: TensorSource, _ net: ResNet) -> RuntimeError {
+        RuntimeError("\(source.description) has no '\(name)' (a \(net.config.arch.rawValue) needs it)")
+    }
+}

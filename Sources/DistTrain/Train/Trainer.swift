@@ -1,0 +1,245 @@
+import Foundation
+import Net
+
+/// Data-parallel training (DESIGN.md "The shape"): every rank holds the whole
+/// model; each step it runs forward and backward on its slice of the global
+/// batch, the gradient buffer is all-reduced and averaged, and every rank takes
+/// the same optimizer step (`TrainStep`). Rank 0 alone writes checkpoints and
+/// metrics; replicas are kept identical by `ReplicaSync`; every epoch ends
+/// with the `Evaluator` on val and test.
+public final class Trainer {
+    public let config: TrainConfig
+    let comm: Communicator
+    public let evaluator: Evaluator
+    public let optimizer: Optimizer
+    public private(set) var state = TrainState()
+    let step: TrainStep
+    var metrics: MetricsLog
+    let debug: Bool
+    let console: Console
+    let x = Tensor()
+
+    public var net: ResNet { evaluator.net }
+    public var dataset: Dataset { evaluator.dataset }
+    public var batchMaker: BatchMaker { evaluator.batchMaker }
+    var ckptDir: String { config.run + "/ckpt" }
+
+    /// Sets up a new run (`resume == false`: initialisation, or the transfer
+    /// source) or continues one from its newest good checkpoint. Rank 0
+    /// decides; everything is broadcast.
+    public init(config cfg: TrainConfig, comm: Communicator, debug: Bool = false, resume: Bool = false) throws {
+        self.comm = comm
+        self.debug = debug
+        var console = Console(enabled: comm.isRoot)
+        console.verbose = debug
+        self.console = console
+        config = cfg
+        evaluator = try Evaluator(config: cfg, comm: comm)
+        var ocfg = OptimizerConfig(kind: cfg.optimizer, weightDecay: cfg.weightDecay)
+        ocfg.momentum = cfg.momentum
+        optimizer = Optimizer(ocfg, store: evaluator.net.store)
+        step = TrainStep(net: evaluator.net, optimizer: optimizer, comm: comm,
+                         loss: CrossEntropy(labelSmoothing: Float(cfg.labelSmoothing)))
+        metrics = MetricsLog(dir: cfg.run)
+        if comm.isRoot {
+            if resume {
+                state = try loadNewestGood()
+                metrics = MetricsLog.load(dir: cfg.run, upTo: state.epoch)
+            } else {
+                net.initialize(seed: cfg.seed)
+                if cfg.method == .transfer {
+                    console.line(try Transfer.loadSource(cfg.pretrained, into: net, adapt: cfg.adaptConv1))
+                }
+            }
+        }
+        ReplicaSync.broadcastModel(net, comm)
+        ReplicaSync.broadcastOptimizer(optimizer, parameterCount: net.store.parameterCount, comm)
+        state = try comm.broadcast(state)
+    }
+
+    /// last.h5, else the newest readable epoch file (saying so).
+    func loadNewestGood() throws -> TrainState {
+        let candidates = [ckptDir + "/last.h5"] + Checkpoint.epochFiles(ckptDir)
+        var problems: [String] = []
+        for path in candidates where FileManager.default.fileExists(atPath: path) {
+            do {
+                let st = try Checkpoint.load(path, into: net, optimizer: optimizer)
+                if !problems.isEmpty {
+                    console.line("warning: \(problems.joined(separator: "; ")); resuming from \((path as NSString).lastPathComponent)")
+                }
+                let name = (path as NSString).lastPathComponent
+                console.line("resuming \(config.run) after epoch \(st.epoch) (step \(st.step)) from \(name)")
+                return st
+            } catch {
+                problems.append("\((path as NSString).lastPathComponent) is unusable (\(error))")
+            }
+        }
+        throw RuntimeError(problems.isEmpty ? "no checkpoint in '\(ckptDir)' to resume from"
+                                            : "no usable checkpoint in '\(ckptDir)': \(problems.joined(separator: "; "))")
+    }
+
+    var trainSplit: [Int] { dataset[split: .train] }
+
+    public var sampler: ShardSampler {
+        ShardSampler(count: trainSplit.count, batchSize: config.batchSize, rank: comm.rank, size: comm.size, seed: config.seed)
+    }
+
+    public var schedule: LRSchedule {
+        let spe = max(sampler.stepsPerEpoch, 1)
+        var s = LRSchedule(kind: config.schedule, base: Float(config.lr), totalSteps: config.epochs * spe,
+                           warmupSteps: Int(config.warmupEpochs * Double(spe)))
+        s.stepEvery = max(1, config.epochs / 3) * spe
+        return s
+    }
+
+    // MARK: the loop
+
+    /// Trains from the epoch after the last completed one to `config.epochs`.
+    public func run() throws {
+        let start = state.epoch + 1
+        guard start <= config.epochs else {
+            console.line("\(config.run): all \(config.epochs) epochs are done")
+            return
+        }
+        if comm.isRoot { try FileManager.default.createDirectory(atPath: ckptDir, withIntermediateDirectories: true) }
+        console.line("training \(config.arch.rawValue) (\(config.method.rawValue)) on \(trainSplit.count) images, "
+            + "\(comm.size) rank(s) x \(Parallel.threads) thread(s), global batch \(config.batchSize), "
+            + "\(sampler.stepsPerEpoch) steps/epoch, epochs \(start)...\(config.epochs)")
+        var done = 0
+        for epoch in start...config.epochs {
+            let t0 = now()
+            let train = try trainEpoch(epoch)
+            ReplicaSync.averageBatchNormStatistics(net, comm)
+            try ReplicaSync.checkReplicas(net, comm, epoch: epoch)
+            let val = try evaluator.evaluate(.val).metrics
+            let test = try evaluator.evaluate(.test).metrics
+            let seconds = now() - t0
+            let rss = ReplicaSync.peakRSSPerRank(comm)
+            state.epoch = epoch
+            // Best on validation (loss, then accuracy); without a val split, the latest.
+            let better = val.count == 0
+                || val.loss < state.bestValLoss || (val.loss == state.bestValLoss && val.accuracy > state.bestValAccuracy)
+            if better {
+                state.bestValLoss = val.count > 0 ? val.loss : state.bestValLoss
+                state.bestValAccuracy = val.count > 0 ? val.accuracy : state.bestValAccuracy
+                state.bestEpoch = epoch
+            }
+            if comm.isRoot {
+                try metrics.append(EpochRow(epoch: epoch, trainLoss: train.loss, trainAccuracy: train.accuracy, val: val, test: test,
+                                            lr: train.lastLR, seconds: seconds, imagesPerSecond: train.imagesPerSecond,
+                                            peakRSSMiB: rss.max() ?? .nan))
+                try saveCheckpoints(epoch: epoch, best: state.bestEpoch == epoch)
+                let rssText = rss.map { String(format: "%.0f", $0) }.joined(separator: "/")
+                console.line(String(format: "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | "
+                                    + "test loss %.4f acc %.4f auc %.4f | %.1f img/s, %@, peak RSS %@ MiB%@",
+                                    epoch, config.epochs, train.loss, train.accuracy, val.loss, val.accuracy, test.loss,
+                                    test.accuracy, test.auc, train.imagesPerSecond, formatDuration(seconds), rssText,
+                                    state.bestEpoch == epoch ? "  (best)" : ""))
+            }
+            comm.barrier()
+            done += 1
+            if config.stopAfterEpochs > 0 && done >= config.stopAfterEpochs && epoch < config.epochs {
+                console.line("stopping after \(done) epoch(s) as asked; continue with `disttrain resume \(config.run)`")
+                break
+            }
+        }
+    }
+
+    /// What one epoch of training did, over all ranks.
+    struct EpochTraining {
+        var loss: Double, accuracy: Double, imagesPerSecond: Double
+        /// The learning rate of the epoch's last step.
+        var lastLR: Double
+    }
+
+    func trainEpoch(_ epoch: Int) throws -> EpochTraining {
+        net.setTraining(!config.frozenBatchNormStatistics)
+        if config.method == .transfer { applyTransferPhase(epoch) }
+        let sampler = self.sampler, schedule = self.schedule
+        let perm = sampler.permutation(epoch: epoch)
+        let split = trainSplit
+        let steps = sampler.stepsPerEpoch
+        guard steps > 0 else {
+            throw RuntimeError("the train split has \(split.count) images, fewer than one global batch of \(config.batchSize)")
+        }
+        var lossSum = 0.0, correct = 0.0, seen = 0.0, lr = 0.0
+        let t0 = now()
+        for i in 0..<steps {
+            let indices = sampler.localIndices(epoch: epoch, step: i, permutation: perm).map { split[$0] }
+            let labels = try batchMaker.batch(dataset, indices, into: x, seed: config.seed, augmentEpoch: config.augment ? epoch : nil)
+            lr = Double(schedule.lr(at: state.step))
+            let r = try step(x, labels: labels, lr: lr) { r in
+                guard r.meanLoss.isFinite else {
+                    throw RuntimeError("loss is \(r.meanLoss) at epoch \(epoch), step \(i + 1); "
+                                       + "the last good checkpoint is kept in \(ckptDir)")
+                }
+                if debug { try checkFinite(epoch: epoch, step: i + 1) }
+            }
+            state.step += 1
+            lossSum += r.lossSum; correct += r.correct; seen += r.count
+            let elapsed = now() - t0, ips = seen / elapsed
+            let eta = elapsed / Double(i + 1) * Double(steps - i - 1)
+            var line = String(format: "epoch %d/%d  step %d/%d  loss %.4f  acc %.3f  lr %.2e  %.1f img/s  ETA %@",
+                              epoch, config.epochs, i + 1, steps, lossSum / seen, correct / seen, lr, ips, formatDuration(eta))
+            if debug { line += String(format: "  step loss %.4f  |grad| %.4e", r.meanLoss, net.store.gradientNorm()) }
+            console.progress(line, step: i + 1, of: steps)
+        }
+        return EpochTraining(loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: seen / (now() - t0), lastLR: lr)
+    }
+
+    /// Epochs 1...freezeEpochs train the head alone (backbone weights frozen,
+    /// its BN in eval mode); later epochs train everything, the backbone at
+    /// backboneLRScale x the learning rate. A function of the epoch, so a
+    /// resumed run lands in the right phase.
+    func applyTransferPhase(_ epoch: Int) {
+        let backbone = ["conv1", "bn1", "layer"]
+        let s = net.store
+        if epoch <= config.freezeEpochs {
+            s.setFrozen(true, prefixes: backbone)
+            net.freezeBatchNorm(prefixes: ["bn1", "layer"])
+            optimizer.setLRScale(1, prefixes: [""])
+            if epoch == state.epoch + 1 || epoch == 1 { console.line("epoch \(epoch): training the head alone (backbone frozen)") }
+        } else {
+            s.setFrozen(false, prefixes: [""])
+            optimizer.setLRScale(Float(config.backboneLRScale), prefixes: backbone)
+            optimizer.setLRScale(1, prefixes: ["fc."])
+            if epoch == config.freezeEpochs + 1 {
+                console.line("epoch \(epoch): training everything, backbone at \(config.backboneLRScale) x lr")
+            }
+        }
+    }
+
+    /// --debug: every parameter and gradient finite after each step.
+    func checkFinite(epoch: Int, step: Int) throws {
+        let s = net.store
+        for e in s.namedParameters() {
+            let g = s.gradPointer(e), p = s.pointer(e)
+            for i in 0..<e.count where !g[i].isFinite || !p[i].isFinite {
+                let what = g[i].isFinite ? "value" : "gradient"
+                throw RuntimeError("non-finite \(what) in '\(e.name)'[\(i)] at epoch \(epoch), step \(step)")
+            }
+        }
+    }
+
+    /// epoch-NNNN.h5, then last.h5 (and best.h5) as copies written the same
+    /// safe way; only the newest `keepCheckpoints` epoch files stay.
+    func saveCheckpoints(epoch: Int, best: Bool) throws {
+        let file = String(format: "%@/epoch-%04d.h5", ckptDir, epoch)
+        try Checkpoint.save(file, net: net, optimizer: optimizer, state: state, config: config)
+        for target in ["last.h5"] + (best ? ["best.h5"] : []) {
+            try durableCopy(file, "\(ckptDir)/\(target)")
+        }
+        for old in Checkpoint.epochFiles(ckptDir).dropFirst(max(config.keepCheckpoints, 1)) {
+            try? FileManager.default.removeItem(atPath: old)
+        }
+    }
+}
+
+extension ParameterStore {
+    /// L2 norm of the whole gradient buffer (--debug lines).
+    func gradientNorm() -> Double {
+        var g2 = 0.0
+        for i in 0..<parameterCount { g2 += Double(grads[i]) * Double(grads[i]) }
+        return g2.squareRoot()
+    }
+}

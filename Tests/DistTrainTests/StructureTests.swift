@@ -1,0 +1,139 @@
+import DistTrain
+import Foundation
+import Net
+import XCTest
+
+/// The pieces of the DistTrain redesign that hold behaviour together: one
+/// config (defaults for what an older config.json lacks, one set of checks),
+/// the training state in checkpoints, the one load-by-name with its checks,
+/// and the one training step that bench and smoke run.
+final class StructureTests: XCTestCase {
+    func testOlderConfigJSONLoadsWithTheDefaultsForWhatItLacks() throws {
+        let dir = makeTempDir("config")
+        try #"{"method": "transfer", "epochs": 5, "adaptConv1": "replicate", "someFutureKey": 1}"#
+            .write(toFile: dir + "/config.json", atomically: true, encoding: .utf8)
+        let c = try TrainConfig.load(dir + "/config.json")
+        XCTAssertEqual(c.method, .transfer)
+        XCTAssertEqual(c.epochs, 5)
+        XCTAssertEqual(c.adaptConv1, .replicate)
+        XCTAssertEqual(c.batchSize, TrainConfig().batchSize)
+        XCTAssertEqual(c.lr, TrainConfig().lr)
+        // Written and read by the same Codable: a round trip is the identity.
+        try c.save(to: dir + "/again.json")
+        XCTAssertEqual(try TrainConfig.load(dir + "/again.json"), c)
+    }
+
+    func testBadConfigValuesAreNamedWithFileAndOption() throws {
+        let dir = makeTempDir("badconfig")
+        try #"{"batchSize": 0}"#.write(toFile: dir + "/config.json", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try TrainConfig.load(dir + "/config.json")) {
+            XCTAssertTrue("\($0)".contains("config.json") && "\($0)".contains("--batch-size"), "\($0)")
+        }
+        try #"{"adaptConv1": "average"}"#.write(toFile: dir + "/config.json", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try TrainConfig.load(dir + "/config.json")) {
+            XCTAssertTrue("\($0)".contains("not a valid disttrain config"), "\($0)")
+        }
+        var c = TrainConfig()
+        c.lr = .nan
+        XCTAssertTrue(c.problems().contains { $0.contains("--lr") })
+    }
+
+    func net() -> ResNet {
+        let n = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 4))
+        n.initialize(seed: 7)
+        return n
+    }
+
+    func testTrainStateRoundTripsThroughACheckpointAndReadsTheFirstRoundLayout() throws {
+        let path = makeTempDir("state") + "/c.h5"
+        let n = net()
+        var st = TrainState()
+        st.epoch = 4; st.step = 123; st.bestEpoch = 3; st.bestValAccuracy = 0.9833333333333333
+        try Checkpoint.save(path, net: n, optimizer: Optimizer(OptimizerConfig(kind: .sgd), store: n.store), state: st,
+                            config: TrainConfig())
+        XCTAssertEqual(try Checkpoint.load(path, into: net()), st, "infinity (no best loss yet) included")
+        st.bestValLoss = 0.1928374651
+        try Checkpoint.save(path, net: n, optimizer: Optimizer(OptimizerConfig(kind: .sgd), store: n.store), state: st,
+                            config: TrainConfig())
+        XCTAssertEqual(try Checkpoint.load(path, into: net()), st)
+        XCTAssertEqual(try HDF5File(path).readDoubles("state/best_val_loss").values, [0.1928374651], "one dataset per field, by name")
+    }
+
+    /// The first round stored the best validation loss and accuracy together as state/best.
+    func testFirstRoundStateLayoutIsRead() throws {
+        let path = makeTempDir("legacy") + "/c.h5"
+        let n = net()
+        try Checkpoint.save(path, net: n, optimizer: Optimizer(OptimizerConfig(kind: .sgd), store: n.store), state: TrainState(),
+                            config: TrainConfig())
+        // Rewrite state/ as the first round wrote it.
+        let legacy = makeTempDir("legacy2") + "/c.h5"
+        do {
+            let src = try HDF5File(path)
+            let dst = try HDF5File(legacy, .create)
+            for name in try src.members("model") where !name.hasSuffix("num_batches_tracked") {
+                let (shape, v) = try src.readFloats("model/" + name)
+                try dst.write("model/" + name, shape: shape, floats: v)
+            }
+            for name in try src.members("model") where name.hasSuffix("num_batches_tracked") {
+                try dst.write("model/" + name, shape: [], int64s: [5], chunked: false)
+            }
+            try dst.write("state/epoch", shape: [1], int64s: [7])
+            try dst.write("state/step", shape: [1], int64s: [70])
+            try dst.write("state/best_epoch", shape: [1], int64s: [6])
+            try dst.write("state/best", doubles: [0.5, 0.875])
+            try dst.write("state/seed", shape: [1], int64s: [0])
+            try dst.setAttribute("format_version", 1.0)
+        }
+        let st = try Checkpoint.load(legacy, into: net())
+        XCTAssertEqual([st.epoch, st.step, st.bestEpoch], [7, 70, 6])
+        XCTAssertEqual(st.bestValLoss, 0.5)
+        XCTAssertEqual(st.bestValAccuracy, 0.875)
+    }
+
+    /// A short optimizer state used to be copied past its end; now it is named.
+    func testOptimizerStateOfTheWrongShapeIsNamed() throws {
+        let path = makeTempDir("optstate") + "/c.h5"
+        let n = net()
+        try Checkpoint.save(path, net: n, optimizer: Optimizer(OptimizerConfig(kind: .sgd), store: n.store), state: TrainState(),
+                            config: TrainConfig())
+        do {
+            let f = try HDF5File(path, .readWrite)
+            try f.write("optimizer/layer1.0.conv1.weight/momentum_buffer", shape: [3], floats: [1, 2, 3])
+        }
+        let target = net()
+        XCTAssertThrowsError(try Checkpoint.load(path, into: target, optimizer: Optimizer(OptimizerConfig(kind: .sgd), store: target.store))) {
+            XCTAssertTrue("\($0)".contains("layer1.0.conv1.weight/momentum_buffer") && "\($0)".contains("[3]"), "\($0)")
+        }
+    }
+
+    /// One load routine: the same words for a checkpoint and an imported file.
+    func testLoadByNameNamesTheSourceAndTheTensor() throws {
+        let path = makeTempDir("byname") + "/c.h5"
+        let n = net()
+        try Checkpoint.save(path, net: n, optimizer: Optimizer(OptimizerConfig(kind: .sgd), store: n.store), state: TrainState(),
+                            config: TrainConfig())
+        let wide = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 8))
+        XCTAssertThrowsError(try Checkpoint.load(path, into: wide)) {
+            XCTAssertTrue("\($0)".contains("checkpoint '\(path)'") && "\($0)".contains("'conv1.weight' has shape [4, 1, 7, 7]"), "\($0)")
+        }
+        var t: [String: ImportedTensor] = [:]
+        for e in n.store.entries where e.kind != .counter { t[e.name] = ImportedTensor(shape: e.shape, values: n.store.read(e), dtype: "F32") }
+        t["layer2.1.bn2.running_var"] = nil
+        XCTAssertThrowsError(try WeightImporter.build(t, arch: nil, path: "x.pth")) {
+            XCTAssertTrue("\($0)".contains("'x.pth' has no 'layer2.1.bn2.running_var'"), "\($0)")
+        }
+    }
+
+    /// bench and smoke run the training's own step (through the binary).
+    func testBenchAndSmokeRunTheTrainingStep() throws {
+        guard FileManager.default.isExecutableFile(atPath: disttrainBinary) else { throw XCTSkip("build disttrain first") }
+        let s = try runCommand([disttrainBinary, "smoke", "--image-size", "32", "--width", "4", "--batch-size", "4", "--steps", "8",
+                                "--threads", "1"])
+        XCTAssertEqual(s.status, 0, s.output)
+        XCTAssertTrue(s.output.contains("loss ") && s.output.contains(" -> "), s.output)
+        let b = try runCommand([disttrainBinary, "bench", "--image-size", "32", "--width", "4", "--batch-size", "4", "--steps", "2",
+                                "--warmup", "1", "--threads", "1", "--json"])
+        XCTAssertEqual(b.status, 0, b.output)
+        XCTAssertTrue(b.output.contains("\"img_per_s\""), b.output)
+    }
+}
