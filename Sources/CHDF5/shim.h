@@ -17,6 +17,7 @@ static inline unsigned disttrain_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }
 static inline unsigned disttrain_h5f_acc_rdwr(void) { return H5F_ACC_RDWR; }
 static inline unsigned disttrain_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }
 static inline size_t disttrain_h5t_variable(void) { return H5T_VARIABLE; }
+static inline hid_t disttrain_h5p_file_access(void) { return H5P_FILE_ACCESS; }
 // Silence HDF5's own error stack printing: we report errors ourselves, by name.
 static inline void disttrain_h5_silence_errors(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 #endif

@@ -13,11 +13,16 @@
 #include <jpeglib.h>
 
 /// Reads a PNG as 8-bit gray (channels 1) or RGB (3): colour files give RGB,
-/// gray ones gray, alpha is dropped. 16-bit files are read as linear 16-bit
-/// and scaled to 8 bits here (libpng's own 16->8 path would apply an sRGB
-/// curve and change the intensities). *out is malloc'd.
+/// gray ones gray. An alpha channel is composited onto black here (v * a):
+/// a transparent pixel reads 0. (libpng's own alpha removal with no background
+/// colour composites onto whatever the output buffer held.)
+/// 16-bit files are read as linear 16-bit and scaled to 8 bits here (libpng's
+/// own 16->8 path would apply an sRGB curve and change the intensities; its
+/// linear formats with alpha come premultiplied, i.e. already on black).
+/// Images of more than max_pixels pixels are refused before decoding.
+/// *out is malloc'd.
 static inline int disttrain_png_read(const char *path, unsigned char **out, int *w, int *h, int *c,
-                                     char *err, int errlen) {
+                                     long long max_pixels, char *err, int errlen) {
     png_image image;
     memset(&image, 0, sizeof image);
     image.version = PNG_IMAGE_VERSION;
@@ -25,24 +30,45 @@ static inline int disttrain_png_read(const char *path, unsigned char **out, int 
         snprintf(err, errlen, "%s", image.message);
         return -1;
     }
-    int color = (image.format & PNG_FORMAT_FLAG_COLOR) != 0;
-    int sixteen = (image.format & PNG_FORMAT_FLAG_LINEAR) != 0;
-    int channels = color ? 3 : 1;
-    image.format = sixteen ? (color ? PNG_FORMAT_LINEAR_RGB : PNG_FORMAT_LINEAR_Y) : (color ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY);
-    size_t n = (size_t)image.width * image.height * channels;
-    unsigned char *pixels = (unsigned char *)malloc(n);
-    void *buffer = sixteen ? malloc(n * 2) : pixels;
-    if (!pixels || !buffer) { snprintf(err, errlen, "out of memory"); png_image_free(&image); return -1; }
-    if (!png_image_finish_read(&image, NULL, buffer, 0, NULL)) {
-        snprintf(err, errlen, "%s", image.message);
-        free(pixels); if (sixteen) free(buffer);
+    if ((long long)image.width * (long long)image.height > max_pixels) {
+        snprintf(err, errlen, "%ux%u pixels is over the limit of %lld pixels (--max-pixels)",
+                 image.width, image.height, max_pixels);
+        png_image_free(&image);
         return -1;
     }
-    if (sixteen) {
-        unsigned short *s = (unsigned short *)buffer;
-        for (size_t i = 0; i < n; i++) pixels[i] = (unsigned char)((s[i] * 255u + 32767u) / 65535u);
-        free(buffer);
+    int color = (image.format & PNG_FORMAT_FLAG_COLOR) != 0;
+    int sixteen = (image.format & PNG_FORMAT_FLAG_LINEAR) != 0;
+    int alpha = (image.format & PNG_FORMAT_FLAG_ALPHA) != 0;
+    int channels = color ? 3 : 1, stored = channels + alpha;
+    image.format = (color ? PNG_FORMAT_FLAG_COLOR : 0) | (alpha ? PNG_FORMAT_FLAG_ALPHA : 0) | (sixteen ? PNG_FORMAT_FLAG_LINEAR : 0);
+    size_t pixelsCount = (size_t)image.width * image.height;
+    size_t n = pixelsCount * channels;
+    unsigned char *pixels = (unsigned char *)malloc(n ? n : 1);
+    void *buffer = malloc(pixelsCount * stored * (sixteen ? 2 : 1) + 1);
+    if (!pixels || !buffer) {
+        snprintf(err, errlen, "out of memory");
+        free(pixels); free(buffer); png_image_free(&image);
+        return -1;
     }
+    if (!png_image_finish_read(&image, NULL, buffer, 0, NULL)) {
+        snprintf(err, errlen, "%s", image.message);
+        free(pixels); free(buffer);
+        return -1;
+    }
+    for (size_t p = 0; p < pixelsCount; p++) {
+        for (int k = 0; k < channels; k++) {
+            size_t i = p * stored + k;
+            unsigned v;
+            if (sixteen) {
+                v = (((unsigned short *)buffer)[i] * 255u + 32767u) / 65535u;  /* premultiplied: already on black */
+            } else {
+                unsigned char *b = (unsigned char *)buffer;
+                v = alpha ? (b[i] * b[p * stored + channels] + 127u) / 255u : b[i];
+            }
+            pixels[p * channels + k] = (unsigned char)v;
+        }
+    }
+    free(buffer);
     *out = pixels; *w = (int)image.width; *h = (int)image.height; *c = channels;
     return 0;
 }
@@ -75,9 +101,16 @@ static void disttrain_jpeg_error_exit(j_common_ptr cinfo) {
     longjmp(e->jump, 1);
 }
 
-/// Reads a JPEG as 8-bit gray (file is grayscale) or RGB. *out is malloc'd.
+/// libjpeg's warnings (level -1: "Premature end of JPEG file", corrupt data)
+/// are errors here: a truncated file must not be padded with gray silently.
+static void disttrain_jpeg_emit_message(j_common_ptr cinfo, int level) {
+    if (level < 0) disttrain_jpeg_error_exit(cinfo);
+}
+
+/// Reads a JPEG as 8-bit gray (file is grayscale) or RGB; images of more than
+/// max_pixels pixels are refused after the header, before decoding. *out is malloc'd.
 static inline int disttrain_jpeg_read(const char *path, unsigned char **out, int *w, int *h, int *c,
-                                      char *err, int errlen) {
+                                      long long max_pixels, char *err, int errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) { snprintf(err, errlen, "cannot open: %s", strerror(errno)); return -1; }
     struct jpeg_decompress_struct cinfo;
@@ -85,6 +118,7 @@ static inline int disttrain_jpeg_read(const char *path, unsigned char **out, int
     unsigned char *volatile pixels = NULL;
     cinfo.err = jpeg_std_error(&jerr.pub);
     jerr.pub.error_exit = disttrain_jpeg_error_exit;
+    jerr.pub.emit_message = disttrain_jpeg_emit_message;
     if (setjmp(jerr.jump)) {
         snprintf(err, errlen, "%s", jerr.message);
         jpeg_destroy_decompress(&cinfo);
@@ -95,6 +129,13 @@ static inline int disttrain_jpeg_read(const char *path, unsigned char **out, int
     jpeg_create_decompress(&cinfo);
     jpeg_stdio_src(&cinfo, f);
     jpeg_read_header(&cinfo, TRUE);
+    if ((long long)cinfo.image_width * (long long)cinfo.image_height > max_pixels) {
+        snprintf(err, errlen, "%ux%u pixels is over the limit of %lld pixels (--max-pixels)",
+                 (unsigned)cinfo.image_width, (unsigned)cinfo.image_height, max_pixels);
+        jpeg_destroy_decompress(&cinfo);
+        fclose(f);
+        return -1;
+    }
     int gray = cinfo.jpeg_color_space == JCS_GRAYSCALE;
     cinfo.out_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
     jpeg_start_decompress(&cinfo);

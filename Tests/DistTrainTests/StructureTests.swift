@@ -101,7 +101,8 @@ final class StructureTests: XCTestCase {
             try f.write("optimizer/layer1.0.conv1.weight/momentum_buffer", shape: [3], floats: [1, 2, 3])
         }
         let target = net()
-        XCTAssertThrowsError(try Checkpoint.load(path, into: target, optimizer: Optimizer(OptimizerConfig(kind: .sgd), store: target.store))) {
+        let optimizer = Optimizer(OptimizerConfig(kind: .sgd), store: target.store)
+        XCTAssertThrowsError(try Checkpoint.load(path, into: target, optimizer: optimizer)) {
             XCTAssertTrue("\($0)".contains("layer1.0.conv1.weight/momentum_buffer") && "\($0)".contains("[3]"), "\($0)")
         }
     }
@@ -117,7 +118,9 @@ final class StructureTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("checkpoint '\(path)'") && "\($0)".contains("'conv1.weight' has shape [4, 1, 7, 7]"), "\($0)")
         }
         var t: [String: ImportedTensor] = [:]
-        for e in n.store.entries where e.kind != .counter { t[e.name] = ImportedTensor(shape: e.shape, values: n.store.read(e), dtype: "F32") }
+        for e in n.store.entries where e.kind != .counter {
+            t[e.name] = ImportedTensor(shape: e.shape, values: n.store.read(e), dtype: "F32")
+        }
         t["layer2.1.bn2.running_var"] = nil
         XCTAssertThrowsError(try WeightImporter.build(t, arch: nil, path: "x.pth")) {
             XCTAssertTrue("\($0)".contains("'x.pth' has no 'layer2.1.bn2.running_var'"), "\($0)")

@@ -18,7 +18,7 @@ struct Bench: ParsableCommand {
     var gemmColumns: Int?
 
     func validate() throws {
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        guard (1...65_536).contains(batchSize) else { throw ValidationError("--batch-size must be in 1...65536") }
         guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be >= 1 and --warmup >= 0") }
     }
 

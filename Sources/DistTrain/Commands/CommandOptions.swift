@@ -21,8 +21,11 @@ struct ModelOptions: ParsableArguments {
     func validate() throws {
         guard channels >= 1 else { throw ValidationError("--channels must be at least 1") }
         guard classes >= 2 else { throw ValidationError("--classes must be at least 2") }
-        guard imageSize >= 32 else { throw ValidationError("--image-size must be at least 32 (ResNet downsamples 32x)") }
-        guard width >= 1 else { throw ValidationError("--width must be at least 1") }
+        guard (32...4096).contains(imageSize) else { throw ValidationError("--image-size must be in 32...4096 (ResNet downsamples 32x)") }
+        guard (1...1024).contains(width) else { throw ValidationError("--width must be in 1...1024") }
+        guard channels <= 64, classes <= 100_000 else {
+            throw ValidationError("--channels must be at most 64 and --classes at most 100000")
+        }
     }
 
     var config: ResNetConfig { ResNetConfig(arch: arch, inChannels: channels, numClasses: classes, width: width) }
@@ -56,6 +59,16 @@ struct SessionOptions: ParsableArguments {
 
     func validate() throws {
         guard stopAfter >= 0 else { throw ValidationError("--stop-after must be >= 0") }
+    }
+}
+
+/// Images are refused above a size before they are decoded (a 300-byte JPEG may claim 30000 x 30000).
+struct ImageLimitOptions: ParsableArguments {
+    @Option(help: "Largest image accepted, in pixels (width x height), checked before decoding.")
+    var maxPixels: Int = RasterImage.defaultMaxPixels
+
+    func validate() throws {
+        guard maxPixels >= 1 else { throw ValidationError("--max-pixels must be at least 1") }
     }
 }
 

@@ -16,6 +16,7 @@ struct Predict: ParsableCommand {
     @Option(name: .customLong("run"), help: "Run folder.") var runDir: String
     @Option(help: "Output folder.") var out: String = "predictions"
     @OptionGroup var explain: CAMOptions
+    @OptionGroup var limits: ImageLimitOptions
     @OptionGroup var threading: ThreadOptions
 
     func validate() throws { guard !images.isEmpty else { throw ValidationError("give at least one image") } }
@@ -24,6 +25,7 @@ struct Predict: ParsableCommand {
         let kinds = try explain.kinds()
         _ = threading.apply()
         let cfg = try TrainConfig.load(runDir + "/config.json")
+        guard !cfg.mean.isEmpty else { throw RuntimeError("'\(runDir)/config.json' has no input normalisation (mean, std)") }
         let net = ResNet(cfg.netConfig)
         try Checkpoint.load("\(runDir)/ckpt/\(explain.checkpoint)", into: net)
         net.setTraining(false)
@@ -34,7 +36,7 @@ struct Predict: ParsableCommand {
         var csv = "file,p_\((cfg.classNames.last ?? "1").lowercased()),predicted\n"
         var maps = [String: [Float]]()
         for path in images {
-            let img = try RasterImage.read(path).converted(channels: 1).resized(width: S, height: S)
+            let img = try RasterImage.read(path, maxPixels: limits.maxPixels).converted(channels: 1).resized(width: S, height: S)
             let x = Tensor([1, cfg.inChannels, S, S])
             img.pixels.withUnsafeBufferPointer { maker.fill(x, slot: 0, bytes: $0.baseAddress!, aug: .identity) }
             let p = softmax(net.forward(x))[0]
@@ -50,10 +52,11 @@ struct Predict: ParsableCommand {
                     .writePNG("\(out)/\(stem)-\(kind.rawValue).png")
             }
         }
-        try csv.write(toFile: out + "/predictions.csv", atomically: true, encoding: .utf8)
-        let f = try HDF5File(out + "/cams.h5", .create)
-        for (name, v) in maps { try f.write(name, shape: [images.count, S, S], floats: v) }
-        try f.writeStrings("filenames", images)
+        try durableWrite(out + "/predictions.csv", data: Data(csv.utf8))
+        try durableHDF5(out + "/cams.h5") { f in
+            for (name, v) in maps { try f.write(name, shape: [images.count, S, S], floats: v) }
+            try f.writeStrings("filenames", images)
+        }
         print("wrote \(out)/predictions.csv, \(out)/cams.h5 and \(images.count * kinds.count) overlays")
     }
 }

@@ -10,16 +10,25 @@ struct Prepare: ParsableCommand {
     @Option(help: "Output .h5 file.") var out: String
     @Option(help: "Resize every image to this square size (default: keep; all must then match).") var imageSize: Int?
     @Option(help: "Channels to store: 1 (gray) or 3 (RGB); default: as the first image.") var channels: Int?
+    @Option(help: """
+        Number of classes, when not every class 0...K-1 has train images (or there is only one); \
+        without it such labels are refused as likely typos.
+        """)
+    var classes: Int?
+    @OptionGroup var limits: ImageLimitOptions
 
     func validate() throws {
         if let c = channels, c != 1 && c != 3 { throw ValidationError("--channels must be 1 or 3") }
-        if let s = imageSize, s < 8 { throw ValidationError("--image-size must be at least 8") }
+        if let s = imageSize, !(8...4096).contains(s) { throw ValidationError("--image-size must be in 8...4096") }
+        if let k = classes, !(1...DatasetSource.maxClasses).contains(k) {
+            throw ValidationError("--classes must be in 1...\(DatasetSource.maxClasses)")
+        }
     }
 
     func run() throws {
         let source = try DatasetSource.detect(images)
         let t0 = now()
-        try source.prepare(out: out, size: imageSize, channels: channels) { done, total in
+        try source.prepare(out: out, size: imageSize, channels: channels, classes: classes, maxPixels: limits.maxPixels) { done, total in
             if done % 1000 == 0 || done == total { print("  \(done)/\(total) images"); fflush(stdout) }
         }
         let ds = try Dataset(path: out)

@@ -16,11 +16,14 @@ struct Resume: ParsableCommand {
         try withCommunicator(debug: session.debug, threads: session.threading) { comm in
             var cfg = try TrainConfig.load(runDir + "/config.json")
             cfg.run = runDir
+            let lock = comm.isRoot ? try RunLock.acquire(runDir) : nil
+            defer { withExtendedLifetime(lock) {} }
             if let e = epochs { cfg.epochs = e }
             cfg.stopAfterEpochs = session.stopAfter
             guard cfg.batchSize % comm.size == 0 else {
                 throw RuntimeError("global batch \(cfg.batchSize) does not split evenly over \(comm.size) ranks")
             }
+            if let first = cfg.problems().first { throw RuntimeError(first) }
             if comm.isRoot, epochs != nil { try cfg.save(to: runDir + "/config.json") }
             let trainer = try Trainer(config: cfg, comm: comm, debug: session.debug, resume: true)
             let before = trainer.state.epoch

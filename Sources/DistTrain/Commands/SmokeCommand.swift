@@ -15,9 +15,9 @@ struct Smoke: ParsableCommand {
     @Option(help: "Seed of the initialisation and the data.") var seed: UInt64 = 0
 
     func validate() throws {
-        guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2 (BatchNorm needs it)") }
+        guard (2...65_536).contains(batchSize) else { throw ValidationError("--batch-size must be in 2...65536 (BatchNorm needs 2)") }
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
-        guard lr > 0 else { throw ValidationError("--lr must be positive") }
+        guard lr.isFinite && lr > 0 else { throw ValidationError("--lr must be a positive number") }
     }
 
     func run() throws {

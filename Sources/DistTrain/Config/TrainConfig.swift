@@ -86,29 +86,37 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     public func problems() -> [String] {
         var p: [String] = []
         func need(_ ok: Bool, _ s: String) { if !ok { p.append(s) } }
-        func finite(_ v: Double) -> Bool { v.isFinite }
-        need(epochs >= 1, "--epochs must be at least 1")
-        need(batchSize >= 2, "--batch-size must be at least 2")
-        need(finite(lr) && lr > 0, "--lr must be a positive number")
-        need(finite(momentum) && momentum >= 0 && momentum < 1, "momentum must be in [0, 1)")
-        need(finite(weightDecay) && weightDecay >= 0, "--weight-decay must be >= 0")
-        need(finite(warmupEpochs) && warmupEpochs >= 0, "--warmup-epochs must be >= 0")
-        need(imageSize >= 32, "--image-size must be at least 32 (ResNet downsamples 32x)")
-        need(finite(labelSmoothing) && labelSmoothing >= 0 && labelSmoothing < 1, "--label-smoothing must be in [0, 1)")
-        need(keepCheckpoints >= 0, "--keep-checkpoints must be >= 0")
-        need(evalBatchSize >= 1, "evalBatchSize must be at least 1")
-        need(width >= 1, "--width must be at least 1")
-        need(inChannels >= 1 && numClasses >= 1, "inChannels and numClasses must be at least 1")
-        need(freezeEpochs >= 0, "--freeze-epochs must be >= 0")
-        need(finite(backboneLRScale) && backboneLRScale > 0, "--backbone-lr-scale must be > 0")
-        need(stopAfterEpochs >= 0, "--stop-after must be >= 0")
+        func within(_ v: Double, _ lo: Double, _ hi: Double) -> Bool { v.isFinite && v >= lo && v <= hi }
+        need((1...1_000_000).contains(epochs), "--epochs must be in 1...1000000")
+        need((2...65_536).contains(batchSize), "--batch-size must be in 2...65536")
+        need(lr.isFinite && lr > 0, "--lr must be a positive number")
+        need(within(momentum, 0, 0.999_999), "momentum must be in [0, 1)")
+        need(within(weightDecay, 0, 1e6), "--weight-decay must be a number in [0, 1e6]")
+        need(within(warmupEpochs, 0, Double(max(epochs, 1))), "--warmup-epochs must be in [0, --epochs]")
+        need((32...4096).contains(imageSize), "--image-size must be in 32...4096 (ResNet downsamples 32x)")
+        need(within(labelSmoothing, 0, 0.999_999), "--label-smoothing must be in [0, 1)")
+        need((0...1_000_000).contains(keepCheckpoints), "--keep-checkpoints must be in 0...1000000")
+        need((1...65_536).contains(evalBatchSize), "evalBatchSize must be in 1...65536")
+        need((1...1024).contains(width), "--width must be in 1...1024")
+        need((1...64).contains(inChannels), "inChannels must be in 1...64")
+        need((1...100_000).contains(numClasses), "numClasses must be in 1...100000")
+        need((0...1_000_000).contains(freezeEpochs), "--freeze-epochs must be in 0...1000000")
+        need(backboneLRScale.isFinite && backboneLRScale > 0, "--backbone-lr-scale must be a positive number")
+        need((0...1_000_000).contains(stopAfterEpochs), "--stop-after must be in 0...1000000")
+        for (name, v) in [("mean", mean), ("std", std)] where !v.isEmpty {
+            need(v.count == 1 || v.count == inChannels, "\(name) must have 1 or inChannels (\(inChannels)) values, has \(v.count)")
+            need(v.allSatisfy { $0.isFinite }, "\(name) must be finite")
+        }
+        need(std.allSatisfy { $0 > 0 }, "std must be positive")
+        need(mean.isEmpty == std.isEmpty, "mean and std go together")
+        need(classNames.isEmpty || classNames.count == numClasses, "classNames must name the numClasses (\(numClasses)) classes")
         return p
     }
 
     public func save(to path: String) throws {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try enc.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+        try durableWrite(path, data: try enc.encode(self))
     }
 
     /// Reads config.json: the file's keys over the defaults, then the same checks as argv.

@@ -42,6 +42,18 @@ public final class Dataset {
         std = try file.readDoubles("std").values
         fingerprint = try file.stringAttribute("fingerprint") ?? ""
         guard labels.count == count else { throw RuntimeError("'\(path)': \(labels.count) labels for \(count) images") }
+        let classes = classNames.isEmpty ? DatasetSource.maxClasses : classNames.count
+        if let bad = labels.firstIndex(where: { $0 < 0 || $0 >= classes }) {
+            throw RuntimeError("'\(path)': label \(labels[bad]) of image \(bad) is not a class 0...\(classes - 1)")
+        }
+        for (name, indices) in splits {
+            if let bad = indices.first(where: { $0 < 0 || $0 >= count }) {
+                throw RuntimeError("'\(path)': split/\(name) holds index \(bad), outside 0..<\(count)")
+            }
+        }
+        guard mean.count == channels, std.count == channels, (mean + std).allSatisfy(\.isFinite), std.allSatisfy({ $0 > 0 }) else {
+            throw RuntimeError("'\(path)': mean/std must be \(channels) finite values each, std positive")
+        }
     }
 
     /// Indices (into the images) of a split; empty when the data set has none.

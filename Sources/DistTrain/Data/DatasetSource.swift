@@ -70,6 +70,9 @@ public enum DatasetSource {
         return l.hasSuffix(".png") || l.hasSuffix(".jpg") || l.hasSuffix(".jpeg")
     }
 
+    /// Class indices are below this (a label of 1e9 is a typo, not 10^9 classes).
+    static let maxClasses = 10_000
+
     /// `filename,label` with a header; labels integral ("1", "1.0").
     static func parseCSV(_ path: String) throws -> [Sample] {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw RuntimeError("cannot read '\(path)'") }
@@ -88,12 +91,48 @@ public enum DatasetSource {
             }
             let file = String(line[..<comma]).trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
             let labelText = line[line.index(after: comma)...].trimmingCharacters(in: .whitespaces)
-            guard let v = Double(labelText), v >= 0, v == v.rounded(), !file.isEmpty else {
-                throw RuntimeError("\(path) line \(i + 1): bad label '\(labelText)' (a non-negative integer such as 0 or 1.0)")
+            guard let v = Double(labelText), v.isFinite, v >= 0, v < Double(maxClasses), v == v.rounded(), !file.isEmpty else {
+                throw RuntimeError("\(path) line \(i + 1): bad label '\(labelText)' (a class index 0...\(maxClasses - 1) such as 0 or 1.0)")
+            }
+            guard !file.hasPrefix("/"), !file.split(separator: "/").contains("..") else {
+                throw RuntimeError("\(path) line \(i + 1): image path '\(file)' leaves the data folder (absolute or '..'); "
+                                   + "paths are relative to the folder of the CSV")
             }
             out.append(Sample(file: file, label: Int(v), line: i + 1))
         }
         return out
+    }
+
+    /// The class names of a data set whose labels are checked: below `declared`
+    /// when given, else 0...K-1 with every class in train and K >= 2 (a typo
+    /// `2` in a 0/1 CSV, or a one-class set, is an error unless declared).
+    func checkClasses(_ splits: [(String, [Sample])], names: [String], declared: Int?) throws -> [String] {
+        let all = splits.flatMap { split, samples in samples.map { (split, $0) } }
+        func place(_ split: String, _ s: Sample) -> String { s.line > 0 ? "\(dir)/\(split).csv line \(s.line)" : "'\(s.file)'" }
+        let maxLabel = all.map(\.1.label).max() ?? 0
+        if let k = declared {
+            if let (split, s) = all.first(where: { $0.1.label >= k }) {
+                throw RuntimeError("\(place(split, s)): label \(s.label) is not below --classes \(k)")
+            }
+            return (0..<k).map { $0 < names.count ? names[$0] : "\($0)" }
+        }
+        let train = Set(splits.first { $0.0 == "train" }?.1.map(\.label) ?? [])
+        if maxLabel == 0 && names.count <= 1 {
+            throw RuntimeError("'\(dir)' has one class only (label 0): a classifier needs two; pass --classes 1 to prepare it anyway")
+        }
+        for k in 0...maxLabel where !train.contains(k) {
+            let (split, s) = all.first { $0.1.label == maxLabel }!
+            throw RuntimeError("class \(k) has no image in the train split while labels go up to \(maxLabel) (\(place(split, s))): "
+                               + "a typo? Labels are 0...K-1 with every class in train; pass --classes K to prepare it anyway")
+        }
+        // Two labels whose files lie in the same class folder (NORMAL/ for 0 and for 2): one of them is a typo.
+        for (b, name) in names.enumerated() where names.prefix(b).contains(name) && name != "\(b)" {
+            let a = names.firstIndex(of: name)!
+            let (split, s) = all.first { $0.1.label == b }!
+            throw RuntimeError("labels \(a) and \(b) both name class '\(name)' (\(place(split, s)) has label \(b)): a typo? "
+                               + "Pass --classes \(names.count) to prepare it anyway")
+        }
+        return names
     }
 
     /// FNV-1a over the listing and every file's size and mtime: changes when the source does.
@@ -113,25 +152,38 @@ public enum DatasetSource {
         return String(format: "%016llx", h)
     }
 
-    /// Decodes, converts and writes the data set. Stops at the first bad image, named.
+    /// Decodes, converts and writes the data set. Stops at the first bad image,
+    /// named. `classes`: the number of classes when given; otherwise labels must
+    /// be 0...K-1 with every class in the train split and K >= 2.
     @discardableResult
-    public func prepare(out: String, size: Int? = nil, channels wantChannels: Int? = nil,
-                        progress: ((Int, Int) -> Void)? = nil) throws -> String {
+    public func prepare(out: String, size: Int? = nil, channels wantChannels: Int? = nil, classes: Int? = nil,
+                        maxPixels: Int = RasterImage.defaultMaxPixels, progress: ((Int, Int) -> Void)? = nil) throws -> String {
         let (splits, classNames) = try listing()
         guard let train = splits.first(where: { $0.0 == "train" }), !train.1.isEmpty else {
             throw RuntimeError("'\(dir)': the train split is empty")
         }
         let all = splits.flatMap { $0.1 }
         let fm = FileManager.default
-        for (split, samples) in splits { for s in samples where !fm.fileExists(atPath: dir + "/" + s.file) {
-            throw RuntimeError((s.line > 0 ? "\(dir)/\(split).csv line \(s.line): " : "") + "image '\(s.file)' not found")
+        let root = URL(fileURLWithPath: dir).resolvingSymlinksInPath().path + "/"
+        for (split, samples) in splits { for s in samples {
+            let at = s.line > 0 ? "\(dir)/\(split).csv line \(s.line): " : ""
+            guard fm.fileExists(atPath: dir + "/" + s.file) else { throw RuntimeError(at + "image '\(s.file)' not found") }
+            guard URL(fileURLWithPath: dir + "/" + s.file).resolvingSymlinksInPath().path.hasPrefix(root) else {
+                throw RuntimeError(at + "image '\(s.file)' resolves outside the data folder '\(dir)'")
+            }
         } }
         // Geometry from the first image unless given.
-        let first = try RasterImage.read(dir + "/" + all[0].file)
+        let first = try RasterImage.read(dir + "/" + all[0].file, maxPixels: maxPixels)
         let C = wantChannels ?? first.channels
         let H = size ?? first.height, W = size ?? first.width
         let per = C * H * W
-        var bytes = [UInt8](repeating: 0, count: per * all.count)
+        let (total, overflow) = per.multipliedReportingOverflow(by: all.count)
+        let budget = Int(ProcessInfo.processInfo.physicalMemory / 2)
+        guard !overflow, total <= budget else {
+            throw RuntimeError("\(all.count) images of \(C)x\(H)x\(W) need more than half of this machine's memory; "
+                               + "pass --image-size to resize them")
+        }
+        var bytes = [UInt8](repeating: 0, count: total)
         var failure: String? = nil
         let lock = NSLock()
         var done = 0
@@ -143,7 +195,7 @@ public enum DatasetSource {
                 while i < all.count {
                     let s = all[i]
                     do {
-                        var img = try RasterImage.read(dir + "/" + s.file).converted(channels: C)
+                        var img = try RasterImage.read(dir + "/" + s.file, maxPixels: maxPixels).converted(channels: C)
                         if img.width != W || img.height != H {
                             guard size != nil else {
                                 throw RuntimeError("image '\(s.file)' is \(img.width)x\(img.height), the first was \(W)x\(H); "
@@ -164,6 +216,7 @@ public enum DatasetSource {
             }
         }
         if let f = failure { throw RuntimeError(f) }
+        let names = try checkClasses(splits, names: classNames, declared: classes)
         // Train statistics per channel, in [0, 1] units.
         var mean = [Double](repeating: 0, count: C), sq = [Double](repeating: 0, count: C)
         for i in 0..<train.1.count {
@@ -177,9 +230,7 @@ public enum DatasetSource {
         let std = (0..<C).map { max(((sq[$0] / n) - (mean[$0] / n) * (mean[$0] / n)).squareRoot(), 1e-6) }
         mean = mean.map { $0 / n }
         let fp = fingerprint(splits, size: size, channels: wantChannels)
-        let tmp = out + ".tmp"
-        do {
-            let f = try HDF5File(tmp, .create)
+        try durableHDF5(out) { f in
             try f.writeImages("images", shape: [all.count, C, H, W], bytes: bytes)
             try f.write("labels", shape: [all.count], int64s: all.map { Int64($0.label) })
             try f.writeStrings("filenames", all.map(\.file))
@@ -189,7 +240,7 @@ public enum DatasetSource {
                             chunked: !samples.isEmpty)
                 offset += samples.count
             }
-            try f.writeStrings("class_names", classNames)
+            try f.writeStrings("class_names", names)
             try f.write("mean", doubles: mean)
             try f.write("std", doubles: std)
             try f.setAttribute("format", "disttrain-dataset")
@@ -197,7 +248,6 @@ public enum DatasetSource {
             try f.setAttribute("source", dir)
             try f.setAttribute("fingerprint", fp)
         }
-        try durableRename(tmp, out)
         return fp
     }
 }

@@ -11,19 +11,28 @@ public struct RasterImage: Sendable, Equatable {
         self.width = width; self.height = height; self.channels = channels; self.pixels = pixels
     }
 
-    /// Reads a PNG (8/16-bit gray, RGB; alpha dropped) or JPEG, by content.
-    public static func read(_ path: String) throws -> RasterImage {
-        guard let fh = FileHandle(forReadingAtPath: path) else { throw RuntimeError("cannot open image '\(path)'") }
-        let magic = [UInt8](fh.readData(ofLength: 4))
-        try? fh.close()
+    /// Images larger than this many pixels are refused before decoding (8192 x 8192).
+    public static let defaultMaxPixels = 1 << 26
+
+    /// Reads a PNG (8/16-bit gray or RGB; alpha composited onto black) or a
+    /// JPEG, by content. Truncated files and images over `maxPixels` are errors.
+    public static func read(_ path: String, maxPixels: Int = defaultMaxPixels) throws -> RasterImage {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw RuntimeError("cannot open image '\(path)': \(String(cString: strerror(errno)))") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw RuntimeError("image '\(path)' is not a regular file (a folder?)") }
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw RuntimeError("cannot open image '\(path)': \(String(cString: strerror(errno)))") }
+        var magic = [UInt8](repeating: 0, count: 4)
+        let got = Foundation.read(fd, &magic, 4)
+        close(fd)
         var out: UnsafeMutablePointer<UInt8>? = nil
         var w: Int32 = 0, h: Int32 = 0, c: Int32 = 0
         var err = [CChar](repeating: 0, count: 256)
         let rc: Int32
-        if magic.starts(with: [0x89, 0x50, 0x4E, 0x47]) {
-            rc = disttrain_png_read(path, &out, &w, &h, &c, &err, 256)
-        } else if magic.starts(with: [0xFF, 0xD8]) {
-            rc = disttrain_jpeg_read(path, &out, &w, &h, &c, &err, 256)
+        if got == 4 && magic.starts(with: [0x89, 0x50, 0x4E, 0x47]) {
+            rc = disttrain_png_read(path, &out, &w, &h, &c, Int64(maxPixels), &err, 256)
+        } else if got >= 2 && magic.starts(with: [0xFF, 0xD8]) {
+            rc = disttrain_jpeg_read(path, &out, &w, &h, &c, Int64(maxPixels), &err, 256)
         } else {
             throw RuntimeError("'\(path)' is neither PNG nor JPEG")
         }

@@ -2,8 +2,10 @@ import Foundation
 
 struct TensorRef { var key: String; var dtype: String; var offset: Int; var shape: [Int]; var stride: [Int] }
 
-final class PickleList { var items: [PickleValue] = [] }
-final class PickleDict { var items: [(PickleValue, PickleValue)] = [] }
+/// Containers remember how deeply they nest (1 = holds no container), so a
+/// hostile pickle cannot build a structure whose walk or release overflows the stack.
+final class PickleList { var items: [PickleValue] = []; var depth = 1 }
+final class PickleDict { var items: [(PickleValue, PickleValue)] = []; var depth = 1 }
 
 indirect enum PickleValue {
     case none, bool(Bool), int(Int), float(Double), string(String), bytes(Data)
@@ -33,6 +35,32 @@ struct PickleReader {
     init(_ data: Data, path: String) { bytes = [UInt8](data); self.path = path }
 
     func fail(_ s: String) -> RuntimeError { RuntimeError("'\(path)': \(s)") }
+
+    /// Containers nest at most this deep (a state dict needs about 4).
+    static let maxDepth = 32
+
+    /// Nesting depth of a value; recurses only into tuples, whose depth was
+    /// checked when they were built.
+    func depth(_ v: PickleValue) -> Int {
+        switch v {
+        case .list(let l): return l.depth
+        case .dict(let d): return d.depth
+        case .tuple(let items): return 1 + (items.map(depth).max() ?? 0)
+        default: return 0
+        }
+    }
+
+    /// `v` as it goes into a container of depth `current`: the container's new depth, checked.
+    func nest(_ v: PickleValue, into current: Int) throws -> Int {
+        let d = max(current, 1 + depth(v))
+        guard d <= PickleReader.maxDepth else { throw fail("pickle nests deeper than \(PickleReader.maxDepth) levels") }
+        return d
+    }
+
+    mutating func pushTuple(_ items: [PickleValue]) throws {
+        _ = try nest(.tuple(items), into: 0)
+        stack.append(.tuple(items))
+    }
 
     mutating func u8() throws -> Int {
         guard pos < bytes.count else { throw fail("pickle ends early") }
@@ -81,7 +109,7 @@ struct PickleReader {
             let op = try u8()
             switch op {
             case 0x80: _ = try u8()                                      // PROTO
-            case 0x95: pos += 8                                          // FRAME
+            case 0x95: _ = try take(8)                                   // FRAME
             case 0x2E: return try pop()                                  // STOP
             case 0x28: stack.append(.mark)                               // MARK
             case 0x7D: let d = PickleDict(); stack.append(.dict(d))      // EMPTY_DICT
@@ -118,25 +146,29 @@ struct PickleReader {
             case 0x94: memo[memo.count] = stack.last                     // MEMOIZE
             case 0x68: guard let v = memo[try le(1)] else { throw fail("bad memo") }; stack.append(v)
             case 0x6A: guard let v = memo[try le(4)] else { throw fail("bad memo") }; stack.append(v)
-            case 0x74: stack.append(.tuple(try popToMark()))             // TUPLE
-            case 0x85: stack.append(.tuple([try pop()]))
-            case 0x86: let b = try pop(), a = try pop(); stack.append(.tuple([a, b]))
-            case 0x87: let c = try pop(), b = try pop(), a = try pop(); stack.append(.tuple([a, b, c]))
+            case 0x74: try pushTuple(try popToMark())                    // TUPLE
+            case 0x85: try pushTuple([try pop()])
+            case 0x86: let b = try pop(), a = try pop(); try pushTuple([a, b])
+            case 0x87: let c = try pop(), b = try pop(), a = try pop(); try pushTuple([a, b, c])
             case 0x61:                                                   // APPEND
                 let v = try pop()
                 guard case .list(let l) = stack.last else { throw fail("APPEND to a non-list") }
+                l.depth = try nest(v, into: l.depth)
                 l.items.append(v)
             case 0x65:                                                   // APPENDS
                 let items = try popToMark()
                 guard case .list(let l) = stack.last else { throw fail("APPENDS to a non-list") }
+                for v in items { l.depth = try nest(v, into: l.depth) }
                 l.items += items
             case 0x73:                                                   // SETITEM
                 let v = try pop(), k = try pop()
                 guard case .dict(let d) = stack.last else { throw fail("SETITEM on a non-dict") }
+                d.depth = try nest(v, into: try nest(k, into: d.depth))
                 d.items.append((k, v))
             case 0x75:                                                   // SETITEMS
                 let items = try popToMark()
                 guard case .dict(let d) = stack.last else { throw fail("SETITEMS on a non-dict") }
+                for v in items { d.depth = try nest(v, into: d.depth) }
                 var i = 0
                 while i + 1 < items.count { d.items.append((items[i], items[i + 1])); i += 2 }
             case 0x51:                                                   // BINPERSID

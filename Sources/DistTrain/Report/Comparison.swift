@@ -48,10 +48,10 @@ struct Comparison {
 
     func html(relativeTo dir: String) -> String {
         let head = "<tr>" + Comparison.columns.map { "<th>\($0)</th>" }.joined() + "</tr>"
-        let body = summaries.map { "<tr>" + cells($0).map { "<td>\($0)</td>" }.joined() + "</tr>" }.joined()
+        let body = summaries.map { "<tr>" + cells($0).map { "<td>\(htmlEscape($0))</td>" }.joined() + "</tr>" }.joined()
         // Both models' CAMs on the same fixed slices (the first rows of each cam-grid).
         let pictures = zip(runs, summaries).map { r, s in
-            let rel = relativePath(from: dir, to: r + "/report")
+            let rel = htmlEscape(relativePath(from: dir, to: r + "/report"))
             return "<h3>\(htmlEscape(s.method ?? r)) (\(htmlEscape(r)))</h3><p><a href=\"\(rel)/index.html\">full report</a></p>"
                 + "<p><img src=\"\(rel)/cam-grid.png\" style=\"max-width:100%\"></p>"
         }.joined()

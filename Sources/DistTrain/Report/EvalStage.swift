@@ -63,7 +63,7 @@ public enum EvalStage {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        try enc.encode(full).write(to: URL(fileURLWithPath: dir + "/summary.json"))
+        try durableWrite(dir + "/summary.json", data: try enc.encode(full))
         try ReportPage.html(full, cams: cams, rows: rowsHTML).write(toFile: dir + "/index.html", atomically: true, encoding: .utf8)
         print(String(format: "report: %@/index.html (%.0f s)", dir, now() - t0))
     }

@@ -68,13 +68,19 @@ public struct Canvas {
     public func write(_ path: String) throws { try image().writePNG(path) }
 }
 
+/// A value in [0, 1] as a byte: clipped, NaN as 0 (a diverged map renders black, never traps).
+@inline(__always) func byte(_ v: Float) -> UInt8 {
+    guard v.isFinite else { return v == .infinity ? 255 : 0 }
+    return UInt8(min(max(v, 0), 1) * 255 + 0.5)
+}
+
 /// A float map (row-major, h x w) as RGB through a colormap; values clipped to [lo, hi].
 public func colorize(_ map: [Float], lo: Float = 0, hi: Float = 1, colormap: Colormap) -> [UInt8] {
     var out = [UInt8](repeating: 0, count: map.count * 3)
     let s = hi > lo ? 1 / (hi - lo) : 1
     for (i, v) in map.enumerated() {
         let (r, g, b) = colormap.rgb((v - lo) * s)
-        out[3 * i] = UInt8(r * 255 + 0.5); out[3 * i + 1] = UInt8(g * 255 + 0.5); out[3 * i + 2] = UInt8(b * 255 + 0.5)
+        out[3 * i] = byte(r); out[3 * i + 1] = byte(g); out[3 * i + 2] = byte(b)
     }
     return out
 }
@@ -84,10 +90,10 @@ public func overlay(gray: [Float], cam: [Float], alpha: Float = 0.45, colormap: 
     var out = [UInt8](repeating: 0, count: gray.count * 3)
     for i in 0..<gray.count {
         let (r, g, b) = colormap.rgb(cam[i])
-        let v = min(max(gray[i], 0), 1)
-        out[3 * i] = UInt8(((1 - alpha) * v + alpha * r) * 255 + 0.5)
-        out[3 * i + 1] = UInt8(((1 - alpha) * v + alpha * g) * 255 + 0.5)
-        out[3 * i + 2] = UInt8(((1 - alpha) * v + alpha * b) * 255 + 0.5)
+        let v = gray[i]
+        out[3 * i] = byte((1 - alpha) * v + alpha * r)
+        out[3 * i + 1] = byte((1 - alpha) * v + alpha * g)
+        out[3 * i + 2] = byte((1 - alpha) * v + alpha * b)
     }
     return out
 }

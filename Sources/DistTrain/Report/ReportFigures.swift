@@ -29,7 +29,7 @@ enum ReportFigures {
         let k = firstLayerKernels(net: net)
         let kh = k.height, kw = k.width
         var rgb = [UInt8](repeating: 0, count: kh * kw * 3)
-        for i in 0..<(kh * kw) { for c in 0..<3 { rgb[3 * i + c] = UInt8(k.pixels[min(c, k.channels - 1) * kh * kw + i] * 255 + 0.5) } }
+        for i in 0..<(kh * kw) { for c in 0..<3 { rgb[3 * i + c] = byte(k.pixels[min(c, k.channels - 1) * kh * kw + i]) } }
         try RasterImage(width: kw * 6, height: kh * 6, channels: 3, pixels: enlarge(rgb, width: kw, height: kh, by: 6))
             .writePNG(dir + "/kernels.png")
     }

@@ -10,9 +10,7 @@ public enum Checkpoint {
     public static let formatVersion = 1.0
 
     public static func save(_ path: String, net: ResNet, optimizer: Optimizer, state: TrainState, config: TrainConfig) throws {
-        let tmp = path + ".tmp"
-        do {
-            let f = try HDF5File(tmp, .create)
+        try durableHDF5(path) { f in
             let s = net.store
             for e in s.entries {
                 if e.kind == .counter {
@@ -44,7 +42,6 @@ public enum Checkpoint {
             try f.setAttribute("class_names", config.classNames.joined(separator: ","))
             try f.setAttribute("dataset_fingerprint", config.datasetFingerprint)
         }
-        try durableRename(tmp, path)
     }
 
     /// Loads the model (and the optimizer, when given) by name; returns the training state.
@@ -53,7 +50,9 @@ public enum Checkpoint {
         let f = try open(path)
         try StateDict.load(HDF5TensorSource(f, group: "model", what: "checkpoint"), into: net)
         if let opt = optimizer { try StateDict.loadOptimizer(f, into: opt, of: net) }
-        return try f.readFields("state", as: TrainState.self)
+        let state = try f.readFields("state", as: TrainState.self)
+        if let first = state.problems().first { throw RuntimeError("checkpoint '\(path)': state: \(first)") }
+        return state
     }
 
     /// Opens a checkpoint, refusing files that are not one or are too new.

@@ -1,20 +1,93 @@
 import Foundation
 
+// Files that are either whole or absent: written to `<target>.tmp`, closed
+// and fsynced with every result checked, then renamed over the target. On
+// any failure the .tmp is removed and the target (a good older file, or
+// nothing) stays as it was. ENOSPC reads "No space left on device".
+
+/// The C library's words for errno (e.g. "No space left on device").
+func errnoText(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
+
 /// fsync the file, rename over the target, fsync the folder: a reader sees
-/// the old file or the new one, never half of one.
+/// the old file or the new one, never half of one. Throws (and removes `tmp`)
+/// when any step fails.
 func durableRename(_ tmp: String, _ target: String) throws {
-    let fd = open(tmp, O_RDONLY)
-    if fd >= 0 { fsync(fd); close(fd) }
-    if rename(tmp, target) != 0 { throw RuntimeError("cannot rename '\(tmp)' to '\(target)': \(String(cString: strerror(errno)))") }
+    do {
+        let fd = open(tmp, O_RDONLY)
+        guard fd >= 0 else { throw RuntimeError("cannot reopen '\(tmp)' to sync it: \(errnoText())") }
+        let synced = fsync(fd) == 0 ? nil : errnoText()
+        let closed = close(fd) == 0 ? nil : errnoText()
+        if let e = synced ?? closed { throw RuntimeError("cannot write '\(target)': \(e)") }
+        if rename(tmp, target) != 0 { throw RuntimeError("cannot rename '\(tmp)' to '\(target)': \(errnoText())") }
+    } catch {
+        unlink(tmp)
+        throw error
+    }
     let dir = (target as NSString).deletingLastPathComponent
     let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY)
-    if dfd >= 0 { fsync(dfd); close(dfd) }
+    if dfd >= 0 {
+        // Some file systems cannot sync a folder (EINVAL): the file itself is safe by then.
+        if fsync(dfd) != 0 && errno != EINVAL {
+            let e = errnoText()
+            close(dfd)
+            throw RuntimeError("cannot sync the folder of '\(target)': \(e)")
+        }
+        close(dfd)
+    }
+}
+
+/// Writes `target` through `body` on `target.tmp`, then durableRename.
+func durableWrite(_ target: String, _ body: (String) throws -> Void) throws {
+    let tmp = target + ".tmp"
+    unlink(tmp)
+    do { try body(tmp) } catch {
+        unlink(tmp)
+        throw error
+    }
+    try durableRename(tmp, target)
+}
+
+/// Data written whole (text files: metrics.csv, config.json, reports).
+func durableWrite(_ target: String, data: Data) throws {
+    try durableWrite(target) { tmp in
+        guard FileManager.default.createFile(atPath: tmp, contents: nil) else {
+            throw RuntimeError("cannot create '\(tmp)': \(errnoText())")
+        }
+        let fd = open(tmp, O_WRONLY | O_TRUNC)
+        guard fd >= 0 else { throw RuntimeError("cannot open '\(tmp)': \(errnoText())") }
+        defer { close(fd) }
+        try data.withUnsafeBytes { raw in
+            var off = 0
+            while off < raw.count {
+                let n = write(fd, raw.baseAddress! + off, raw.count - off)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw RuntimeError("cannot write '\(target)': \(errnoText())")
+                }
+                off += n
+            }
+        }
+    }
+}
+
+/// An HDF5 file written whole: `body` fills it in memory (HDF5's core
+/// driver), then its bytes go to disk through durableWrite, every write and
+/// the fsync checked. HDF5 itself never meets a full disk: a failed flush
+/// inside the library would leave a half-closed file that its exit handler
+/// crashes on.
+func durableHDF5(_ target: String, _ body: (HDF5File) throws -> Void) throws {
+    let f = try HDF5File(target, .createInMemory)
+    try body(f)
+    let bytes = try f.image()
+    try f.close()
+    try durableWrite(target, data: bytes)
 }
 
 /// Copies `source` over `target` as durableRename writes: via target.tmp.
 func durableCopy(_ source: String, _ target: String) throws {
-    let tmp = target + ".tmp"
-    try? FileManager.default.removeItem(atPath: tmp)
-    try FileManager.default.copyItem(atPath: source, toPath: tmp)
-    try durableRename(tmp, target)
+    try durableWrite(target) { tmp in
+        do { try FileManager.default.copyItem(atPath: source, toPath: tmp) } catch {
+            throw RuntimeError("cannot copy '\(source)' to '\(target)': \(error.localizedDescription)")
+        }
+    }
 }

@@ -34,7 +34,8 @@ extension HDF5File {
                 guard let first = v.first else { throw HDF5Error("\(path): '\(name)' is empty") }
                 func json(_ d: Double) -> String { d.isFinite ? "\(d)" : "\"\(d)\"" }
                 entries.append("\"\(m)\": \(json(first))")
-                if m == "best" && v.count == 2 && !names.contains("best_val_loss") {  // format of the first round: [best val loss, best val accuracy]
+                // The first round's format: state/best = [best val loss, best val accuracy].
+                if m == "best" && v.count == 2 && !names.contains("best_val_loss") {
                     entries += ["\"best_val_loss\": \(json(v[0]))", "\"best_val_accuracy\": \(json(v[1]))"]
                 }
             }

@@ -14,7 +14,9 @@ public final class HDF5File {
     public let path: String
     let id: hid_t
 
-    public enum Mode { case read, readWrite, create }
+    /// `createInMemory`: HDF5's core driver, nothing touches the disk until
+    /// `image()` is written by the caller (durableHDF5), with every write checked.
+    public enum Mode { case read, readWrite, create, createInMemory }
 
     public init(_ path: String, _ mode: Mode = .read) throws {
         disttrain_h5_silence_errors()
@@ -27,11 +29,41 @@ public final class HDF5File {
             id = H5Fopen(path, disttrain_h5f_acc_rdwr(), disttrain_h5p_default())
         case .create:
             id = H5Fcreate(path, disttrain_h5f_acc_trunc(), disttrain_h5p_default(), disttrain_h5p_default())
+        case .createInMemory:
+            let fapl = H5Pcreate(disttrain_h5p_file_access())
+            defer { H5Pclose(fapl) }
+            H5Pset_fapl_core(fapl, 1 << 22, false)  // grow by 4 MiB, no backing store
+            id = H5Fcreate(path, disttrain_h5f_acc_trunc(), disttrain_h5p_default(), fapl)
         }
         if id < 0 { throw HDF5Error("cannot open HDF5 file '\(path)' (not HDF5, truncated or unreadable)") }
     }
 
-    deinit { H5Fclose(id) }
+    private var closed = false
+
+    /// The bytes of a file made with `.createInMemory`, as they would lie on disk.
+    public func image() throws -> Data {
+        guard H5Fflush(id, H5F_SCOPE_GLOBAL) >= 0 else { throw HDF5Error("cannot flush HDF5 file '\(path)'") }
+        let n = H5Fget_file_image(id, nil, 0)
+        guard n > 0 else { throw HDF5Error("cannot take the image of HDF5 file '\(path)'") }
+        var data = Data(count: n)
+        let got = data.withUnsafeMutableBytes { H5Fget_file_image(id, $0.baseAddress, n) }
+        guard got == n else { throw HDF5Error("cannot take the image of HDF5 file '\(path)'") }
+        return data
+    }
+
+    /// Flushes and closes the file, checking the result (a full disk shows
+    /// here); a file not closed this way is closed unchecked when released.
+    public func close() throws {
+        guard !closed else { return }
+        closed = true
+        errno = 0
+        if H5Fclose(id) < 0 {
+            let why = errno != 0 ? errnoText() : "HDF5 could not flush it"
+            throw HDF5Error("cannot write HDF5 file '\(path)': \(why)")
+        }
+    }
+
+    deinit { if !closed { H5Fclose(id) } }
 
     public func exists(_ name: String) -> Bool {
         // Check each path component, as H5Lexists requires.
@@ -93,7 +125,24 @@ public final class HDF5File {
         let r = Int(H5Sget_simple_extent_ndims(s))
         var dims = [hsize_t](repeating: 0, count: max(r, 1))
         H5Sget_simple_extent_dims(s, &dims, nil)
-        return r == 0 ? [] : dims.map { Int($0) }
+        return r == 0 ? [] : dims.map { Int(clamping: $0) }
+    }
+
+    /// Datasets larger than this are refused before anything is allocated.
+    public static let maxElements = 1 << 31
+
+    /// The product of a declared shape, checked: no negative extent, no
+    /// overflow, at most `maxElements` (a tiny file may declare 2^40 x 2^40).
+    func elementCount(_ shape: [Int], _ name: String) throws -> Int {
+        var n = 1
+        for d in shape {
+            let (m, overflow) = n.multipliedReportingOverflow(by: d)
+            guard d >= 0, !overflow, m <= HDF5File.maxElements else {
+                throw HDF5Error("\(path): dataset '\(name)' declares shape \(shape), over the limit of \(HDF5File.maxElements) elements")
+            }
+            n = m
+        }
+        return n
     }
 
     /// True when `name` is a dataset of integers (false for reals and anything else).
@@ -110,7 +159,7 @@ public final class HDF5File {
         let d = try openDataset(name)
         defer { H5Dclose(d) }
         let shape = dims(d)
-        var v = [T](repeating: 0, count: shape.reduce(1, *))
+        var v = [T](repeating: 0, count: try elementCount(shape, name))
         let st = v.withUnsafeMutableBytes {
             H5Dread(d, memType, disttrain_h5s_all(), disttrain_h5s_all(), disttrain_h5p_default(), $0.baseAddress)
         }
@@ -283,7 +332,11 @@ extension HDF5File {
         defer { H5Dclose(d) }
         let shape = dims(d)
         let rowShape = Array(shape.dropFirst())
-        let rowCount = rowShape.reduce(1, *)
+        let rowCount = try elementCount(rowShape, name)
+        guard rowCount.multipliedReportingOverflow(by: indices.count).partialValue <= HDF5File.maxElements,
+              !rowCount.multipliedReportingOverflow(by: indices.count).overflow else {
+            throw HDF5Error("\(path): \(indices.count) rows of '\(name)' are over the limit of \(HDF5File.maxElements) elements")
+        }
         var out = [UInt8](repeating: 0, count: rowCount * indices.count)
         let fspace = H5Dget_space(d)
         defer { H5Sclose(fspace) }
@@ -326,7 +379,7 @@ extension HDF5File {
     public func readStrings(_ name: String) throws -> [String] {
         let d = try openDataset(name)
         defer { H5Dclose(d) }
-        let n = dims(d).reduce(1, *)
+        let n = try elementCount(dims(d), name)
         let ft = H5Dget_type(d)
         defer { H5Tclose(ft) }
         let t = variableStringType(H5Tget_cset(ft))

@@ -68,16 +68,12 @@ public struct MetricsLog {
             csv += r.values.enumerated().map { i, x in i == 0 ? String(Int(x)) : (x.isNaN ? "" : String(format: "%.6g", x)) }
                 .joined(separator: ",") + "\n"
         }
-        try Data(csv.utf8).write(to: URL(fileURLWithPath: dir + "/metrics.csv.tmp"))
-        try durableRename(dir + "/metrics.csv.tmp", dir + "/metrics.csv")
-        let tmp = dir + "/metrics.h5.tmp"
-        do {
-            let f = try HDF5File(tmp, .create)
+        try durableWrite(dir + "/metrics.csv", data: Data(csv.utf8))
+        try durableHDF5(dir + "/metrics.h5") { f in
             try f.write("metrics", shape: [rows.count, EpochRow.columns.count], doubles: rows.flatMap(\.values))
             try f.writeStrings("columns", EpochRow.columns)
             // One dataset per column too, so pandas/h5py users can read a curve by name.
             for (i, name) in EpochRow.columns.enumerated() { try f.write("columns_by_name/" + name, doubles: rows.map { $0.values[i] }) }
         }
-        try durableRename(tmp, dir + "/metrics.h5")
     }
 }

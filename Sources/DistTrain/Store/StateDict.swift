@@ -6,8 +6,10 @@ import Net
 public protocol TensorSource {
     /// Named in every error.
     var description: String { get }
-    /// nil when the source has no tensor of that name.
-    func tensor(_ name: String) throws -> (shape: [Int], values: [Float])?
+    /// nil when the source has no tensor of that name. Read before the
+    /// values, so a wrong declared size is refused before any allocation.
+    func shape(_ name: String) throws -> [Int]?
+    func values(_ name: String) throws -> [Float]
     func counter(_ name: String) throws -> Int64?
 }
 
@@ -21,9 +23,11 @@ public struct HDF5TensorSource: TensorSource {
         self.file = file; self.group = group; description = "\(what) '\(file.path)'"
     }
 
-    public func tensor(_ name: String) throws -> (shape: [Int], values: [Float])? {
-        file.exists(group + "/" + name) ? try file.readFloats(group + "/" + name) : nil
+    public func shape(_ name: String) throws -> [Int]? {
+        file.exists(group + "/" + name) ? try file.shape(group + "/" + name) : nil
     }
+
+    public func values(_ name: String) throws -> [Float] { try file.readFloats(group + "/" + name).values }
 
     public func counter(_ name: String) throws -> Int64? {
         file.exists(group + "/" + name) ? try file.readInt64s(group + "/" + name).values.first ?? 0 : nil
@@ -64,21 +68,31 @@ public enum StateDict {
                 report.loaded.append(e.name)
                 continue
             }
-            guard let (shape, v) = try source.tensor(e.name) else { throw missing(e.name, source, net) }
-            if shape == e.shape, v.count == e.count {
+            guard let shape = try source.shape(e.name) else { throw missing(e.name, source, net) }
+            let sumConv1 = options.sumConv1InputChannels && e.name == "conv1.weight" && e.shape[1] == 1 && shape.count == 4
+                && shape[0] == e.shape[0] && shape[2...] == e.shape[2...] && (1...64).contains(shape[1])
+            guard shape == e.shape || sumConv1 else {
+                throw RuntimeError("\(source.description): '\(e.name)' has shape \(shape), the model needs \(e.shape) "
+                                   + "(a \(net.config.arch.rawValue) with \(net.config.inChannels) input channels, "
+                                   + "\(net.config.numClasses) classes, width \(net.config.width))")
+            }
+            let v = try source.values(e.name)
+            guard v.count == shape.reduce(1, *) else {
+                throw RuntimeError("\(source.description): '\(e.name)' has \(v.count) values for shape \(shape)")
+            }
+            if let bad = v.firstIndex(where: { !$0.isFinite }) {
+                throw RuntimeError("\(source.description): '\(e.name)' holds \(v[bad]) at [\(bad)]: the weights are not finite "
+                                   + "(a diverged run or a damaged file)")
+            }
+            if shape == e.shape {
                 s.write(e, v)
-            } else if options.sumConv1InputChannels, e.name == "conv1.weight", e.shape[1] == 1, shape.count == 4,
-                      shape[0] == e.shape[0], shape[2...] == e.shape[2...], v.count == shape.reduce(1, *) {
+            } else {
                 // (OC, IC, KH, KW) -> (OC, 1, KH, KW): a gray g fed as (g, ..., g) gives the same activation.
                 let OC = shape[0], IC = shape[1], K = shape[2] * shape[3]
                 var w = [Float](repeating: 0, count: OC * K)
                 for o in 0..<OC { for i in 0..<IC { for k in 0..<K { w[o * K + k] += v[(o * IC + i) * K + k] } } }
                 s.write(e, w)
                 report.adapted.append("conv1.weight summed over \(IC) input channels")
-            } else {
-                throw RuntimeError("\(source.description): '\(e.name)' has shape \(shape), the model needs \(e.shape) "
-                                   + "(a \(net.config.arch.rawValue) with \(net.config.inChannels) input channels, "
-                                   + "\(net.config.numClasses) classes, width \(net.config.width))")
             }
             report.loaded.append(e.name)
         }
@@ -93,17 +107,21 @@ public enum StateDict {
             for (k, name) in opt.stateNames.enumerated() {
                 let key = "optimizer/\(e.name)/\(name)"
                 guard file.exists(key) else { throw RuntimeError("\(what) has no optimizer state '\(e.name)/\(name)'") }
-                let (shape, v) = try file.readFloats(key)
-                guard shape == e.shape, v.count == e.count else {
+                let shape = try file.shape(key)
+                guard shape == e.shape else {
                     throw RuntimeError("\(what): optimizer state '\(e.name)/\(name)' has shape \(shape), the model needs \(e.shape)")
+                }
+                let v = try file.readFloats(key).values
+                guard v.count == e.count, v.allSatisfy(\.isFinite) else {
+                    throw RuntimeError("\(what): optimizer state '\(e.name)/\(name)' is not \(e.count) finite values")
                 }
                 let base = k == 0 ? opt.state1 : opt.state2
                 v.withUnsafeBufferPointer { (base + e.offset).update(from: $0.baseAddress!, count: e.count) }
             }
         }
         let steps = try file.readInt64s("optimizer/steps").values
-        guard steps.count == opt.steps.count else {
-            throw RuntimeError("\(what): optimizer/steps has \(steps.count) entries, expected \(opt.steps.count)")
+        guard steps.count == opt.steps.count, steps.allSatisfy({ $0 >= 0 }) else {
+            throw RuntimeError("\(what): optimizer/steps must be \(opt.steps.count) counts >= 0, is \(steps.count) entries")
         }
         opt.steps = steps
     }

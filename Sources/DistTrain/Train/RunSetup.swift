@@ -9,12 +9,13 @@ public func startTraining(_ config: TrainConfig, comm: Communicator, debug: Bool
     guard cfg.batchSize % comm.size == 0 else {
         throw RuntimeError("--batch-size \(cfg.batchSize) does not split evenly over \(comm.size) ranks")
     }
+    let lock = comm.isRoot ? try RunLock.acquire(cfg.run) : nil
+    defer { withExtendedLifetime(lock) {} }
     if comm.isRoot {
         if FileManager.default.fileExists(atPath: cfg.run + "/ckpt/last.h5") {
             throw RuntimeError("run folder '\(cfg.run)' already has checkpoints; "
                                + "continue it with `disttrain resume \(cfg.run)` or choose another --run")
         }
-        try FileManager.default.createDirectory(atPath: cfg.run, withIntermediateDirectories: true)
         cfg = try RunSetup.resolveData(cfg)
         try cfg.save(to: cfg.run + "/config.json")
     }

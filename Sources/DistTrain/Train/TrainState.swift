@@ -10,4 +10,13 @@ public struct TrainState: Codable, Sendable, Equatable {
     public var bestValLoss = Double.infinity
     public var bestValAccuracy = 0.0
     public init() {}
+
+    /// What a state read from a file must satisfy.
+    public func problems() -> [String] {
+        var p: [String] = []
+        if epoch < 0 || step < 0 { p.append("epoch \(epoch) and step \(step) must be >= 0") }
+        if bestEpoch < 0 || bestEpoch > epoch { p.append("best epoch \(bestEpoch) must be in 0...\(epoch)") }
+        if bestValLoss.isNaN || bestValAccuracy.isNaN { p.append("the best validation figures are NaN") }
+        return p
+    }
 }
