@@ -54,4 +54,11 @@ public enum BLAS {
     /// Threads OpenBLAS uses inside each call (the engine keeps it at 1).
     public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
     public static var threads: Int { Int(openblas_get_num_threads()) }
+
+    /// C (M, N) = A (M, K) B (N, K)^T, row-major, over the engine's threads
+    /// (similarity matrices: rows of A against rows of B).
+    public static func multiplyTransposed(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, M: Int, N: Int, K: Int,
+                                          into c: UnsafeMutablePointer<Float>) {
+        sgemm(transB: true, M: M, N: N, K: K, A: a, lda: K, B: b, ldb: K, beta: 0, C: c, ldc: N)
+    }
 }

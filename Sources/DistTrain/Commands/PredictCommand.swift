@@ -17,6 +17,8 @@ struct Predict: ParsableCommand {
     @Option(help: "Output folder.") var out: String = "predictions"
     @OptionGroup var explain: CAMOptions
     @OptionGroup var limits: ImageLimitOptions
+    @Option(help: "Test-time augmentation: none or flip (mean of the image's and its mirror's probabilities).")
+    var tta: TestTimeAugmentation = .none
     @OptionGroup var threading: ThreadOptions
 
     func validate() throws { guard !images.isEmpty else { throw ValidationError("give at least one image") } }
@@ -39,7 +41,7 @@ struct Predict: ParsableCommand {
             let img = try RasterImage.read(path, maxPixels: limits.maxPixels).converted(channels: 1).resized(width: S, height: S)
             let x = Tensor([1, cfg.inChannels, S, S])
             img.pixels.withUnsafeBufferPointer { maker.fill(x, slot: 0, bytes: $0.baseAddress!, aug: .identity) }
-            let p = softmax(net.forward(x))[0]
+            let p = tta.probabilities(net, x)[0]
             let k = p.indices.max { p[$0] < p[$1] }!
             let predicted = cfg.classNames.indices.contains(k) ? cfg.classNames[k] : "\(k)"
             csv += "\"\(path.replacingOccurrences(of: "\"", with: "\"\""))\",\(String(format: "%.6f", p.last!)),\(predicted)\n"

@@ -5,7 +5,12 @@ import Foundation
 struct Report: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Compare runs (e.g. scratch vs transfer): Markdown, CSV and an HTML page with both models' CAMs on the same slices.",
-        discussion: "Reads each run's report/summary.json (run `disttrain eval RUN` first) and metrics.csv.")
+        discussion: """
+        Reads each run's report/summary.json and predictions.csv (run `disttrain eval RUN` first). Per run: the test figures \
+        with 95 % stratified-bootstrap intervals and calibration. Runs of one method that differ only in --seed are grouped: \
+        mean +- sd across seeds and the ensemble of their probabilities. Transfer against scratch: the paired-bootstrap \
+        interval of the accuracy and AUC differences and McNemar's exact test on the same test images.
+        """)
 
     @Argument(help: "Run folders, each evaluated with `disttrain eval`.") var runs: [String]
     @Option(help: "Output folder (default: the parent of the first run, as comparison/).") var out: String?
@@ -13,8 +18,9 @@ struct Report: ParsableCommand {
     func validate() throws { guard !runs.isEmpty else { throw ValidationError("give at least one run folder") } }
 
     func run() throws {
-        var summaries: [EvalSummary] = []
+        var summaries: [EvalSummary] = [], predictions: [TestPredictions?] = []
         for r in runs {
+            predictions.append(try TestPredictions.load(run: r))
             let path = r + "/report/summary.json"
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw RuntimeError("no '\(path)': run `disttrain eval \(r)` first")
@@ -25,7 +31,7 @@ struct Report: ParsableCommand {
         }
         let dir = out ?? (((runs[0] as NSString).deletingLastPathComponent as NSString).appendingPathComponent("comparison"))
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let table = Comparison(summaries: summaries, runs: runs)
+        let table = Comparison(summaries: summaries, runs: runs, predictions: predictions)
         try table.markdown.write(toFile: dir + "/comparison.md", atomically: true, encoding: .utf8)
         try table.csv.write(toFile: dir + "/comparison.csv", atomically: true, encoding: .utf8)
         try table.html(relativeTo: dir).write(toFile: dir + "/index.html", atomically: true, encoding: .utf8)

@@ -24,8 +24,9 @@ public final class Evaluator {
         batchSize = config.evalBatchSize; numClasses = config.numClasses; seed = config.seed
     }
 
-    /// Empty metrics when the data set has no such split.
-    public func evaluate(_ split: Split) throws -> Result {
+    /// Empty metrics when the data set has no such split. `tta: .flip`: each
+    /// image's probabilities are the mean of its own and its mirror's.
+    public func evaluate(_ split: Split, tta: TestTimeAugmentation = .none) throws -> Result {
         let indices = dataset[split: split]
         guard !indices.isEmpty else { return Result(metrics: SplitMetrics(), labels: [], scores: []) }
         net.setTraining(false)
@@ -38,7 +39,7 @@ public final class Evaluator {
         while start < mine.count {
             let chunk = Array(mine[start..<min(start + batchSize, mine.count)])
             let labels = try batchMaker.batch(dataset, chunk.map { indices[$0] }, into: x, seed: seed, augmentEpoch: nil)
-            let probs = softmax(net.forward(x))
+            let probs = tta.probabilities(net, x)
             for (j, pos) in chunk.enumerated() {
                 let p = probs[j]
                 scores[pos] = Double(K == 2 ? p[1] : p.max()!)
@@ -52,6 +53,23 @@ public final class Evaluator {
         let metrics = SplitMetrics(lossSum: losses.reduce(0, +), labels: labels, predictions: preds.map { Int($0) },
                                    scores: scores, classes: K)
         return Result(metrics: metrics, labels: labels, scores: scores)
+    }
+}
+
+/// Test-time augmentation (`--tta`): what an image's probabilities average over.
+public enum TestTimeAugmentation: String, Codable, CaseIterable, Sendable {
+    case none, flip
+
+    /// Softmax probabilities of each image of x (N, C, H, W), averaged with its
+    /// left-right mirror's for `.flip`.
+    public func probabilities(_ net: ResNet, _ x: Tensor) -> [[Float]] {
+        let plain = softmax(net.forward(x))
+        guard self == .flip else { return plain }
+        let mirror = Tensor(x.shape)
+        let W = x.shape[3], rows = x.count / W
+        for r in 0..<rows { for c in 0..<W { mirror.data[r * W + c] = x.data[r * W + W - 1 - c] } }
+        let flipped = softmax(net.forward(mirror))
+        return zip(plain, flipped).map { a, b in zip(a, b).map { ($0 + $1) / 2 } }
     }
 }
 

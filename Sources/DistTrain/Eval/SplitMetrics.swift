@@ -21,13 +21,9 @@ public struct SplitMetrics: Codable, Sendable, Equatable {
         confusion = cm
         accuracy = Double(zip(labels, predictions).filter { $0 == $1 }.count) / Double(count)
         guard classes == 2 else { return }
-        let tp = Double(cm[1][1]), tn = Double(cm[0][0]), fp = Double(cm[0][1]), fn = Double(cm[1][0])
-        sensitivity = tp + fn > 0 ? tp / (tp + fn) : .nan
-        specificity = tn + fp > 0 ? tn / (tn + fp) : .nan
-        precision = tp + fp > 0 ? tp / (tp + fp) : .nan
-        f1 = precision.isNaN || sensitivity.isNaN || precision + sensitivity == 0 ? .nan
-            : 2 * precision * sensitivity / (precision + sensitivity)
-        auc = SplitMetrics.rocAUC(labels: labels, scores: scores)
+        let b = BinaryFigures(tp: Double(cm[1][1]), tn: Double(cm[0][0]), fp: Double(cm[0][1]), fn: Double(cm[1][0]),
+                              auc: SplitMetrics.rocAUC(labels: labels, scores: scores))
+        (sensitivity, specificity, precision, f1, auc) = (b.sensitivity, b.specificity, b.precision, b.f1, b.auc)
     }
 
     /// P(score of a random positive > score of a random negative), ties 1/2.

@@ -1,54 +1,176 @@
 import Cams
 import Foundation
 
-/// The comparison table of several evaluated runs, and its verdict on transfer.
+/// One run's test predictions (report/predictions.csv), by image file.
+struct TestPredictions {
+    var files: [String] = [], labels: [Int] = [], scores: [Double] = []
+
+    /// nil when the run was evaluated before predictions.csv existed.
+    static func load(run: String) throws -> TestPredictions? {
+        let path = run + "/report/predictions.csv"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        var p = TestPredictions()
+        for (n, line) in text.split(separator: "\n").enumerated().dropFirst() {
+            let parts = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            guard parts.count >= 5, let label = Int(parts[parts.count - 2]), let score = Double(parts[parts.count - 1]) else {
+                throw RuntimeError("\(path) line \(n + 1): expected split,index,file,label,p")
+            }
+            guard parts[0] == "test" else { continue }
+            let file = parts[2..<(parts.count - 2)].joined(separator: ",")
+            p.files.append(String(file.dropFirst().dropLast()).replacingOccurrences(of: "\"\"", with: "\""))
+            p.labels.append(label); p.scores.append(score)
+        }
+        return p
+    }
+
+    /// `others` re-ordered as self's files; nil when they are not the same images.
+    func aligned(_ other: TestPredictions) -> [Double]? {
+        guard Set(files) == Set(other.files), files.count == other.files.count else { return nil }
+        let at = Dictionary(zip(other.files, other.scores), uniquingKeysWith: { a, _ in a })
+        return files.map { at[$0]! }
+    }
+}
+
+/// Runs of one method (they may differ only in --seed): mean +- sd across
+/// them and the ensemble of their probabilities.
+struct MethodGroup {
+    var method: String
+    var members: [Int]
+    var accuracy: (mean: Double, sd: Double), auc: (mean: Double, sd: Double)
+    /// Mean probability over the members (when all have predictions on the same images).
+    var ensemble: TestPredictions?
+    var ensembleEvidence: RunEvidence?
+}
+
+/// The comparison table of several evaluated runs, and its answer to "does
+/// transfer help?": the paired difference with its interval and McNemar's p.
 struct Comparison {
     let summaries: [EvalSummary]
     let runs: [String]
+    let predictions: [TestPredictions?]
 
-    static let columns = ["method", "arch", "image size", "best epoch", "epochs", "val accuracy", "val loss", "test accuracy", "test loss",
-                          "sensitivity", "specificity", "precision", "F1", "ROC AUC", "wall time", "img/s", "peak RSS/rank MiB"]
-
-    func cells(_ s: EvalSummary) -> [String] {
-        func f(_ v: Double) -> String { v.isFinite ? String(format: "%.4f", v) : "n/a" }
-        let t = s.test
-        return [s.method ?? "?", s.arch ?? "?", "\(s.imageSize ?? 0)", "\(s.bestEpoch ?? 0)", "\(s.epochs ?? 0)",
-                f(s.val.accuracy), f(s.val.loss), f(t.accuracy), f(t.loss), f(t.sensitivity), f(t.specificity), f(t.precision), f(t.f1),
-                f(t.auc), formatDuration(s.wallSeconds ?? 0), String(format: "%.1f", s.imagesPerSecond ?? 0),
-                s.peakRSSMiB.map { String(format: "%.0f", $0) } ?? "n/a"]
+    init(summaries: [EvalSummary], runs: [String], predictions: [TestPredictions?]? = nil) {
+        self.summaries = summaries; self.runs = runs
+        self.predictions = predictions ?? Array(repeating: nil, count: summaries.count)
     }
 
-    /// Does transfer help? Compared on test accuracy of each run's best (validation) checkpoint.
+    static let columns = ["method", "arch", "image size", "best epoch", "epochs", "val accuracy", "val loss", "test accuracy",
+                          "95 % interval", "test loss", "sensitivity", "specificity", "precision", "F1", "ROC AUC", "95 % interval",
+                          "ECE (T-scaled)", "clean test accuracy (images)", "1-NN baseline", "wall time", "img/s",
+                          "peak RSS/rank MiB", "run"]
+
+    static func f(_ v: Double) -> String { v.isFinite ? String(format: "%.4f", v) : "n/a" }
+    static func range(_ i: Interval?) -> String { i.map { "\(f($0.lower))-\(f($0.upper))" } ?? "n/a" }
+
+    func cells(_ s: EvalSummary) -> [String] {
+        let f = Comparison.f, t = s.test, e = s.evidence
+        return [s.method ?? "?", s.arch ?? "?", "\(s.imageSize ?? 0)", "\(s.bestEpoch ?? 0)", "\(s.epochs ?? 0)",
+                f(s.val.accuracy), f(s.val.loss), f(t.accuracy), Comparison.range(e?.intervals["accuracy"]), f(t.loss),
+                f(t.sensitivity), f(t.specificity), f(t.precision), f(t.f1), f(t.auc), Comparison.range(e?.intervals["auc"]),
+                e.map { "\(f($0.ece)) (\(f($0.eceScaled)))" } ?? "n/a",
+                s.clean.map { "\(f($0.figures.accuracy)) \(Comparison.range($0.intervals["accuracy"])) (\($0.images))" } ?? "n/a",
+                f(s.clean?.nearestNeighbourAccuracy ?? .nan), formatDuration(s.wallSeconds ?? 0),
+                String(format: "%.1f", s.imagesPerSecond ?? 0), s.peakRSSMiB.map { String(format: "%.0f", $0) } ?? "n/a",
+                ((s.run ?? "") as NSString).lastPathComponent]
+    }
+
+    var groups: [MethodGroup] {
+        var order: [String] = []
+        var byMethod: [String: [Int]] = [:]
+        for (i, s) in summaries.enumerated() {
+            let m = s.method ?? "?"
+            if byMethod[m] == nil { order.append(m) }
+            byMethod[m, default: []].append(i)
+        }
+        return order.map { m in
+            let members = byMethod[m]!
+            var g = MethodGroup(method: m, members: members,
+                                accuracy: Stats.meanSD(members.map { summaries[$0].test.accuracy }),
+                                auc: Stats.meanSD(members.map { summaries[$0].test.auc }))
+            let preds = members.compactMap { predictions[$0] }
+            if members.count > 1, preds.count == members.count, let first = preds.first {
+                let aligned = preds.map { first.aligned($0) }
+                if aligned.allSatisfy({ $0 != nil }) {
+                    var mean = [Double](repeating: 0, count: first.scores.count)
+                    for a in aligned { for (k, v) in a!.enumerated() { mean[k] += v / Double(preds.count) } }
+                    g.ensemble = TestPredictions(files: first.files, labels: first.labels, scores: mean)
+                    g.ensembleEvidence = RunEvidence(testLabels: first.labels, testScores: mean, valLabels: [], valScores: [])
+                }
+            }
+            return g
+        }
+    }
+
+    /// Transfer against scratch on the same images: the seed ensembles when a
+    /// method has several runs, else the runs themselves.
+    var paired: PairedComparison? {
+        let g = groups
+        guard let scratch = g.first(where: { $0.method == "scratch" }), let transfer = g.first(where: { $0.method == "transfer" }) else {
+            return nil
+        }
+        func predictionsOf(_ m: MethodGroup) -> TestPredictions? { m.ensemble ?? (m.members.count == 1 ? predictions[m.members[0]] : nil) }
+        guard let a = predictionsOf(scratch), let b = predictionsOf(transfer), let bScores = a.aligned(b) else { return nil }
+        let nameA = scratch.members.count > 1 ? "scratch (ensemble of \(scratch.members.count))" : "scratch"
+        let nameB = transfer.members.count > 1 ? "transfer (ensemble of \(transfer.members.count))" : "transfer"
+        return PairedComparison(nameA: nameA, nameB: nameB, labels: a.labels, scoresA: a.scores, scoresB: bScores)
+    }
+
+    /// Does transfer help? With per-image predictions: the paired test. Without
+    /// (runs evaluated before predictions.csv): the point estimates, said to be only that.
     var verdict: String {
+        if let p = paired { return "Does transfer help? " + p.sentence }
         guard let scratch = summaries.first(where: { $0.method == "scratch" }),
               let transfer = summaries.first(where: { $0.method == "transfer" }) else {
             return ""
         }
         let d = transfer.test.accuracy - scratch.test.accuracy
         let n = Double(max(transfer.test.count, 1))
-        // One test image is 1/n; differences within ~2 images are noise on this split.
-        let word = abs(d) * n <= 2 ? "no measurable difference" : d > 0 ? "transfer helped" : "transfer did not help"
-        return String(format: "Does transfer help? %@: test accuracy %.2f %% (transfer) vs %.2f %% (scratch), "
+        return String(format: "Does transfer help? Point estimates only (no report/predictions.csv: run `disttrain eval` again "
+                      + "for intervals and the paired test): test accuracy %.2f %% (transfer) vs %.2f %% (scratch), "
                       + "%+.2f points (%+.0f of %d test images); best epochs %d vs %d.",
-                      word, 100 * transfer.test.accuracy, 100 * scratch.test.accuracy, 100 * d, d * n, transfer.test.count,
+                      100 * transfer.test.accuracy, 100 * scratch.test.accuracy, 100 * d, d * n, transfer.test.count,
                       transfer.bestEpoch ?? 0, scratch.bestEpoch ?? 0)
     }
 
+    static let groupColumns = ["method", "runs", "test accuracy mean +- sd", "ROC AUC mean +- sd", "ensemble accuracy",
+                               "95 % interval", "ensemble ROC AUC", "95 % interval"]
+
+    /// Rows for methods with several runs (seeds).
+    var groupRows: [[String]] {
+        groups.filter { $0.members.count > 1 }.map { g in
+            let f = Comparison.f, e = g.ensembleEvidence
+            return [g.method, "\(g.members.count)", "\(f(g.accuracy.mean)) +- \(f(g.accuracy.sd))", "\(f(g.auc.mean)) +- \(f(g.auc.sd))",
+                    f(e?.figures.accuracy ?? .nan), Comparison.range(e?.intervals["accuracy"]), f(e?.figures.auc ?? .nan),
+                    Comparison.range(e?.intervals["auc"])]
+        }
+    }
+
+    static func markdownTable(_ columns: [String], _ rows: [[String]]) -> String {
+        "| " + columns.joined(separator: " | ") + " |\n" + "|" + columns.map { _ in "---" }.joined(separator: "|") + "|\n"
+            + rows.map { "| " + $0.joined(separator: " | ") + " |\n" }.joined()
+    }
+
     var markdown: String {
-        var s = "| " + Comparison.columns.joined(separator: " | ") + " |\n"
-            + "|" + Comparison.columns.map { _ in "---" }.joined(separator: "|") + "|\n"
-        for x in summaries { s += "| " + cells(x).joined(separator: " | ") + " |\n" }
+        var s = Comparison.markdownTable(Comparison.columns, summaries.map(cells))
+        let seeds = groupRows
+        if !seeds.isEmpty { s += "\nAcross seeds:\n\n" + Comparison.markdownTable(Comparison.groupColumns, seeds) }
         if !verdict.isEmpty { s += "\n" + verdict + "\n" }
+        s += "\nIntervals: 95 %, stratified bootstrap (\(RunEvidence.defaultResamples) resamples) of the test images; "
+            + "ECE with 15 bins, in brackets after temperature scaling fitted on validation.\n"
         return s
     }
 
     var csv: String {
-        ([Comparison.columns.joined(separator: ",")] + summaries.map { cells($0).joined(separator: ",") }).joined(separator: "\n") + "\n"
+        func row(_ cells: [String]) -> String { cells.map { $0.contains(",") ? "\"\($0)\"" : $0 }.joined(separator: ",") }
+        return ([row(Comparison.columns)] + summaries.map { row(cells($0)) }).joined(separator: "\n") + "\n"
     }
 
     func html(relativeTo dir: String) -> String {
-        let head = "<tr>" + Comparison.columns.map { "<th>\($0)</th>" }.joined() + "</tr>"
-        let body = summaries.map { "<tr>" + cells($0).map { "<td>\(htmlEscape($0))</td>" }.joined() + "</tr>" }.joined()
+        func table(_ columns: [String], _ rows: [[String]]) -> String {
+            "<table><tr>" + columns.map { "<th>\(htmlEscape($0))</th>" }.joined() + "</tr>"
+                + rows.map { "<tr>" + $0.map { "<td>\(htmlEscape($0))</td>" }.joined() + "</tr>" }.joined() + "</table>"
+        }
+        let seeds = groupRows.isEmpty ? "" : "<h2>Across seeds</h2>" + table(Comparison.groupColumns, groupRows)
         // Both models' CAMs on the same fixed slices (the first rows of each cam-grid).
         let pictures = zip(runs, summaries).map { r, s in
             let rel = htmlEscape(relativePath(from: dir, to: r + "/report"))
@@ -59,7 +181,10 @@ struct Comparison {
         <!doctype html><html><head><meta charset="utf-8"><title>disttrain: comparison</title>
         <style>body{font-family:sans-serif;margin:24px} td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
         table{border-collapse:collapse}</style>
-        </head><body><h1>Scratch vs transfer</h1><table>\(head)\(body)</table><p>\(htmlEscape(verdict))</p>
+        </head><body><h1>Scratch vs transfer</h1>\(table(Comparison.columns, summaries.map(cells)))\(seeds)
+        <p><b>\(htmlEscape(verdict))</b></p>
+        <p>Intervals: 95 %, stratified bootstrap (\(RunEvidence.defaultResamples) resamples) of the test images; ECE with 15 bins,
+        in brackets after temperature scaling fitted on validation.</p>
         <h2>CAMs on the same test slices</h2><p>Rows: the fixed sample of test slices (then each model's own mistakes);
         columns: slice, input gradient, \(CAMKind.allCases.map(\.rawValue).joined(separator: ", ")).</p>\(pictures)</body></html>
         """

@@ -26,23 +26,30 @@ public enum EvalStage {
     /// Loads the checkpoint (rank 0, then broadcast), evaluates on every rank,
     /// and (rank 0) writes the report.
     public static func run(config: TrainConfig, comm: Communicator, checkpoint: String, cams: [CAMKind] = CAMKind.allCases,
-                           layer: String = "layer4") throws -> EvalSummary {
+                           layer: String = "layer4", tta: TestTimeAugmentation = .none) throws -> EvalSummary {
         let evaluator = try Evaluator(config: config, comm: comm)
         if comm.isRoot { try Checkpoint.load(checkpoint, into: evaluator.net) }
         ReplicaSync.broadcastModel(evaluator.net, comm)
         let val = try evaluator.evaluate(.val)
         let test = try evaluator.evaluate(.test)
-        let summary = EvalSummary(checkpoint: checkpoint, val: val.metrics, test: test.metrics)
+        var summary = EvalSummary(checkpoint: checkpoint, val: val.metrics, test: test.metrics)
+        if tta != .none {
+            let (v, t) = (try evaluator.evaluate(.val, tta: tta), try evaluator.evaluate(.test, tta: tta))
+            let evidence = config.numClasses == 2 && !t.labels.isEmpty
+                ? RunEvidence(testLabels: t.labels, testScores: t.scores, valLabels: v.labels, valScores: v.scores, seed: sampleSeed) : nil
+            summary.tta = AugmentedEvaluation(method: tta, val: v.metrics, test: t.metrics, evidence: evidence)
+        }
         guard comm.isRoot else { return summary }
         let dir = config.run + "/report"
         try FileManager.default.createDirectory(atPath: dir + "/cams", withIntermediateDirectories: true)
-        try writeReport(config: config, evaluator: evaluator, dir: dir, summary: summary, test: test, cams: cams, layer: layer)
-        return summary
+        return try writeReport(config: config, evaluator: evaluator, dir: dir, summary: summary, val: val, test: test, cams: cams,
+                               layer: layer)
     }
 
-    static func writeReport(config cfg: TrainConfig, evaluator: Evaluator, dir: String, summary: EvalSummary, test: Evaluator.Result,
-                            cams: [CAMKind], layer: String) throws {
+    static func writeReport(config cfg: TrainConfig, evaluator: Evaluator, dir: String, summary: EvalSummary, val: Evaluator.Result,
+                            test: Evaluator.Result, cams: [CAMKind], layer: String) throws -> EvalSummary {
         let t0 = now()
+        if cfg.numClasses == 2 { try writePredictions(cfg, evaluator.dataset, val: val, test: test, to: dir + "/predictions.csv") }
         let rows = MetricsLog.load(dir: cfg.run, upTo: Int.max).rows
         try ReportFigures.curves(rows, dir: dir)
         try ReportFigures.roc(labels: test.labels, scores: test.scores, dir: dir)
@@ -60,12 +67,40 @@ public enum EvalStage {
         full.camLayer = layer
         let localization = try localize(cfg, evaluator, explainer, test: test, cams: cams)
         full.localization = localization.isEmpty ? nil : localization
+        if cfg.numClasses == 2 && !test.labels.isEmpty {
+            let evidence = RunEvidence(testLabels: test.labels, testScores: test.scores, valLabels: val.labels, valScores: val.scores,
+                                       seed: sampleSeed)
+            try ReportFigures.reliability(evidence, dir: dir)
+            full.evidence = evidence
+            let audit = try Audit.run(evaluator.dataset)
+            let tests = audit.matches.filter { $0.split == .test }
+            if tests.count == test.labels.count {
+                full.clean = CleanSubset(audit: audit, labels: test.labels, scores: test.scores,
+                                         nearestLabels: tests.map { evaluator.dataset.labels[$0.nearest] }, seed: sampleSeed)
+            }
+        }
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         try durableWrite(dir + "/summary.json", data: try enc.encode(full))
         try ReportPage.html(full, cams: cams, rows: rowsHTML).write(toFile: dir + "/index.html", atomically: true, encoding: .utf8)
         print(String(format: "report: %@/index.html (%.0f s)", dir, now() - t0))
+        return full
+    }
+
+    /// report/predictions.csv: every val and test image with its label and the
+    /// model's p of the last class (what `report` pairs two models on).
+    static func writePredictions(_ cfg: TrainConfig, _ ds: Dataset, val: Evaluator.Result, test: Evaluator.Result, to path: String) throws {
+        let names = try ds.filenames()
+        var csv = "split,index,file,label,p_\((cfg.classNames.last ?? "1").lowercased())\n"
+        for (split, r) in [(Split.val, val), (Split.test, test)] {
+            for (pos, i) in ds[split: split].enumerated() where pos < r.labels.count {
+                let file = names.indices.contains(i) ? names[i] : ""
+                csv += "\(split.rawValue),\(i),\"\(file.replacingOccurrences(of: "\"", with: "\"\""))\",\(r.labels[pos]),"
+                    + String(format: "%.9g", r.scores[pos]) + "\n"
+            }
+        }
+        try durableWrite(path, data: Data(csv.utf8))
     }
 
     /// The fixed sample plus up to 2 slices this model gets wrong: every CAM and

@@ -12,8 +12,21 @@ public struct EvalSummary: Codable {
     public var classNames: [String]?
     public var localization: [Localization]?
     public var camLayer: String?
+    /// Intervals and calibration of the test figures (two-class data sets).
+    public var evidence: RunEvidence?
+    /// Test figures on the images without a near-duplicate in train, and the 1-NN baseline.
+    public var clean: CleanSubset?
+    /// The same checkpoint with test-time augmentation (`eval --tta flip`), beside the plain figures.
+    public var tta: AugmentedEvaluation?
 
     public init(checkpoint: String, val: SplitMetrics, test: SplitMetrics) {
         self.checkpoint = checkpoint; self.val = val; self.test = test
     }
+}
+
+/// Figures of a checkpoint under test-time augmentation.
+public struct AugmentedEvaluation: Codable, Sendable {
+    public var method: TestTimeAugmentation
+    public var val: SplitMetrics, test: SplitMetrics
+    public var evidence: RunEvidence?
 }

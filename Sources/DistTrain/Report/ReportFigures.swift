@@ -24,6 +24,14 @@ enum ReportFigures {
                      width: 320, height: 320, yRange: (0, 1)).write(dir + "/roc.png")
     }
 
+    /// reliability.png: accuracy against mean confidence per non-empty bin (test),
+    /// with the diagonal of perfect calibration; confidences run from 0.5 to 1.
+    static func reliability(_ e: RunEvidence, dir: String) throws {
+        let points = e.reliability.filter { $0.count > 0 }.map { ($0.meanConfidence, $0.accuracy) }
+        try linePlot([(points, (200, 30, 30)), ([(0.5, 0.5), (1, 1)], (160, 160, 160))], width: 320, height: 320, yRange: (0.4, 1))
+            .write(dir + "/reliability.png")
+    }
+
     /// kernels.png: conv1's kernels, one tile per output channel, 6x enlarged.
     static func kernels(_ net: ResNet, dir: String) throws {
         let k = firstLayerKernels(net: net)

@@ -42,6 +42,9 @@ enum ReportPage {
         <h2>Metrics of the checkpoint</h2>
         <table class=m><tr>\(metricHeads.map { "<th>\($0)</th>" }.joined())</tr>\(metricRows)</table>
         <h3>Confusion matrix (test)</h3>\(confusion)
+        \(evidenceSection(s.evidence))
+        \(cleanSection(s.clean))
+        \(ttaSection(s.tta))
         <h2>Curves per epoch</h2>
         <p class=key><span style="background:#1f77b4"></span>train<span style="background:#ff7f0e"></span>val
         <span style="background:#2ca02c"></span>test (x: epoch 1 to \(s.epochs ?? 0); loss from 0, accuracy from 0.4 to 1)</p>
@@ -56,6 +59,52 @@ enum ReportPage {
         explaining the predicted class.</p>
         <table class=cams><tr><th></th><th>input</th><th>input gradient</th>\(cams.map { "<th>\($0.rawValue)</th>" }.joined())</tr>
         \(rows.joined(separator: "\n"))</table></body></html>
+        """
+    }
+
+    /// Intervals of the test figures and calibration, when the summary has them.
+    static func evidenceSection(_ e: RunEvidence?) -> String {
+        guard let e else { return "" }
+        func f(_ v: Double) -> String { v.isFinite ? String(format: "%.4f", v) : "n/a" }
+        let rows = BinaryFigures.names.map { name in
+            let i = e.intervals[name]
+            return "<tr><td>\(name)</td><td>\(f(e.figures[name]))</td><td>\(f(i?.lower ?? .nan)) to \(f(i?.upper ?? .nan))</td></tr>"
+        }.joined()
+        return """
+        <h2>How sure (test)</h2>
+        <table class=m><tr><th>figure</th><th>value</th><th>95 % interval (stratified bootstrap, \(e.resamples) resamples)</th></tr>\(rows)
+        <tr><td>accuracy</td><td>\(f(e.figures.accuracy))</td>
+        <td>\(f(e.accuracyExact.lower)) to \(f(e.accuracyExact.upper)) (Clopper-Pearson, exact)</td></tr>
+        </table>
+        <p>Calibration: expected calibration error (15 bins) \(f(e.ece)); with the temperature fitted on validation,
+        T = \(String(format: "%.3f", e.temperature)), \(f(e.eceScaled)). Reliability (accuracy against confidence per bin, red;
+        perfect calibration, gray):</p><p><img src="reliability.png" alt="reliability diagram"></p>
+        """
+    }
+
+    /// Test-time augmentation beside the plain figures.
+    static func ttaSection(_ a: AugmentedEvaluation?) -> String {
+        guard let a else { return "" }
+        func f(_ v: Double) -> String { v.isFinite ? String(format: "%.4f", v) : "n/a" }
+        let i = a.evidence?.intervals["accuracy"]
+        return """
+        <h2>With test-time augmentation (\(a.method.rawValue): mean of the image's and its mirror's probabilities)</h2>
+        <p>Test accuracy \(f(a.test.accuracy)) (95 % interval \(f(i?.lower ?? .nan)) to \(f(i?.upper ?? .nan))), loss \(f(a.test.loss)),
+        ROC AUC \(f(a.test.auc)); validation accuracy \(f(a.val.accuracy)).</p>
+        """
+    }
+
+    /// The clean test subset (no near-duplicate in train) and the 1-NN baseline.
+    static func cleanSection(_ c: CleanSubset?) -> String {
+        guard let c else { return "" }
+        func f(_ v: Double) -> String { v.isFinite ? String(format: "%.4f", v) : "n/a" }
+        let i = c.intervals["accuracy"]
+        return """
+        <h2>Near-duplicates (disttrain audit)</h2>
+        <p>\(c.testImages - c.images) of \(c.testImages) test images have a train image at NCC >= \(f(c.threshold)) (32x32 thumbnails,
+        +-2 px). On the other \(c.images): accuracy \(f(c.figures.accuracy)) (95 % interval \(f(i?.lower ?? .nan)) to
+        \(f(i?.upper ?? .nan))), ROC AUC \(f(c.figures.auc)). The 1-nearest-neighbour baseline (the nearest train image's label):
+        \(f(c.nearestNeighbourAccuracy)) on all test images, \(f(c.nearestNeighbourCleanAccuracy)) on the clean ones.</p>
         """
     }
 
