@@ -156,3 +156,48 @@ final class EvidenceTests: XCTestCase {
         for n in 0..<2 { for k in 0..<2 { XCTAssertEqual(sym[n][k], plain[n][k], accuracy: 1e-6) } }
     }
 }
+
+/// Patient-level splits from a CSV group column, and the audit's check that no group crosses splits.
+final class GroupSplitTests: XCTestCase {
+    func testSplitByGroupKeepsEveryPatientInOneSplitAndTheAuditSaysSo() throws {
+        let dir = try writeSyntheticCSVSet(makeTempDir("groups"), train: 40, val: 4, test: 4, size: 16)
+        // Each patient: 4 slices of one class; the random CSV splits put patients on both sides.
+        var k = 0
+        for split in ["train", "val", "test"] {
+            let rows = try String(contentsOfFile: "\(dir)/\(split).csv", encoding: .utf8).split(separator: "\n").dropFirst()
+            let text = rows.map { row -> String in
+                defer { k += 1 }
+                let label = row.hasSuffix("1.0") ? 1 : 0
+                return "\(row),\(label)-p\(k / 8)"
+            }
+            try ("filename,label,group\n" + text.joined(separator: "\n") + "\n").write(toFile: "\(dir)/\(split).csv", atomically: true,
+                                                                                     encoding: .utf8)
+        }
+        let before = try runCommand([disttrainBinary, "prepare", "--images", dir, "--out", dir + "/random.h5"])
+        XCTAssertEqual(before.status, 0, before.output)
+        let a1 = try runCommand([disttrainBinary, "audit", dir + "/random.h5", "--out", dir + "/audit-random", "--show", "0"])
+        XCTAssertTrue(a1.output.contains("cross splits"), a1.output)
+        let r = try runCommand([disttrainBinary, "prepare", "--images", dir, "--out", dir + "/grouped.h5", "--split-by", "group",
+                                "--val", "0.2", "--test", "0.3", "--seed", "1"])
+        XCTAssertEqual(r.status, 0, r.output)
+        let ds = try Dataset(path: dir + "/grouped.h5")
+        let groups = try XCTUnwrap(try ds.groups())
+        var splitOf: [String: Set<Split>] = [:]
+        for s in Split.allCases { for i in ds[split: s] { splitOf[groups[i], default: []].insert(s) } }
+        XCTAssertEqual(splitOf.count, 12)
+        XCTAssertTrue(splitOf.values.allSatisfy { $0.count == 1 }, "\(splitOf)")
+        // Per class 6 patients of 4 slices: test takes 2 (>= 30 % of 24), val 2 (>= 20 %), train the other 2.
+        XCTAssertEqual(Split.allCases.map { ds[split: $0].count }, [16, 16, 16])
+        for s in Split.allCases { XCTAssertEqual(Set(ds[split: s].map { ds.labels[$0] }), [0, 1], "\(s) has both classes") }
+        let csv = try String(contentsOfFile: dir + "/grouped-splits/test.csv", encoding: .utf8)
+        XCTAssertTrue(csv.hasPrefix("filename,label,group\n"))
+        XCTAssertEqual(csv.split(separator: "\n").count, 17)
+        let a2 = try runCommand([disttrainBinary, "audit", dir + "/grouped.h5", "--out", dir + "/audit-grouped", "--show", "0"])
+        XCTAssertTrue(a2.output.contains("groups: none crosses splits"), a2.output)
+        // Without a group column, --split-by group is refused by name.
+        let plain = try writeSyntheticCSVSet(makeTempDir("nogroups"), train: 4, val: 2, test: 2, size: 16)
+        let n = try runCommand([disttrainBinary, "prepare", "--images", plain, "--out", plain + "/x.h5", "--split-by", "group"])
+        XCTAssertEqual(n.status, 1, n.output)
+        XCTAssertTrue(n.output.contains("needs a 'group' column"), n.output)
+    }
+}

@@ -92,3 +92,14 @@ func preparedSyntheticSet(_ name: String, train: Int = 16, val: Int = 4, test: I
     try! DatasetSource.detect(dir).prepare(out: dir + "/data.h5")
     return dir + "/data.h5"
 }
+
+/// A small run on a prepared synthetic set: ResNet-18 of width 4 at 32 px, batch 8, 3 epochs by default.
+func smallRunConfig(data: String, run: String, epochs: Int, seed: UInt64) -> TrainConfig {
+    var c = TrainConfig()
+    c.data = data; c.dataset = data
+    c.run = run; c.epochs = epochs; c.batchSize = 8; c.lr = 0.05; c.imageSize = 32; c.width = 4
+    c.warmupEpochs = 0.5; c.seed = seed; c.evalBatchSize = 4
+    let ds = try! Dataset(path: data)
+    c.inChannels = ds.channels; c.numClasses = 2; c.classNames = ds.classNames; c.mean = ds.mean; c.std = ds.std
+    return c
+}

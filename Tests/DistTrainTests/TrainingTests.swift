@@ -8,13 +8,7 @@ final class TrainingTests: XCTestCase {
     static var data: String = preparedSyntheticSet("train-data", train: 16, val: 4, test: 6)
 
     func config(_ run: String, epochs: Int = 3) -> TrainConfig {
-        var c = TrainConfig()
-        c.data = TrainingTests.data; c.dataset = TrainingTests.data
-        c.run = run; c.epochs = epochs; c.batchSize = 8; c.lr = 0.05; c.imageSize = 32; c.width = 4
-        c.warmupEpochs = 0.5; c.seed = 3; c.evalBatchSize = 4
-        let ds = try! Dataset(path: TrainingTests.data)
-        c.inChannels = ds.channels; c.numClasses = 2; c.classNames = ds.classNames; c.mean = ds.mean; c.std = ds.std
-        return c
+        smallRunConfig(data: TrainingTests.data, run: run, epochs: epochs, seed: 3)
     }
 
     func modelAndOptimizer(_ path: String) throws -> [String: [Float]] {

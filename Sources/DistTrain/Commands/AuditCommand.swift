@@ -35,6 +35,11 @@ struct AuditData: ParsableCommand {
             print(String(format: "%@: %d of %d images have a train image at NCC >= %.2f (%.1f %%)", split.rawValue, dup, all, threshold,
                          100 * Double(dup) / Double(all)))
         }
+        if let crossing = result.crossingGroups {
+            print(crossing.isEmpty ? "groups: none crosses splits"
+                  : "groups: \(crossing.count) cross splits (\(crossing.prefix(5).joined(separator: ", "))"
+                    + (crossing.count > 5 ? ", ...)" : ")"))
+        }
         print(String(format: "1-nearest-neighbour baseline (the nearest train image's label): test accuracy %.4f",
                      result.nearestNeighbourAccuracy))
         print(String(format: "wrote %@/audit.csv and %@/index.html (%.1f s)", out, out, now() - t0))

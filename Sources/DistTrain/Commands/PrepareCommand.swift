@@ -16,10 +16,23 @@ struct Prepare: ParsableCommand {
         """)
     var classes: Int?
     @OptionGroup var limits: ImageLimitOptions
+    @Option(help: """
+        Make new splits: 'group' pools every listed image and splits by the CSVs' group column (patient-level, \
+        class-stratified).
+        """)
+    var splitBy: SplitKey?
+    @Option(help: "With --split-by: share of each class's images for validation.") var val: Double = 0.1
+    @Option(help: "With --split-by: share of each class's images for test.") var test: Double = 0.2
+    @Option(help: "With --split-by: seed of the group order.") var seed: UInt64 = 0
+
+    enum SplitKey: String, ExpressibleByArgument { case group }
 
     func validate() throws {
         if let c = channels, c != 1 && c != 3 { throw ValidationError("--channels must be 1 or 3") }
         if let s = imageSize, !(8...4096).contains(s) { throw ValidationError("--image-size must be in 8...4096") }
+        guard val.isFinite, test.isFinite, val >= 0, test >= 0, val + test < 1 else {
+            throw ValidationError("--val and --test must be >= 0 with val + test < 1")
+        }
         if let k = classes, !(1...DatasetSource.maxClasses).contains(k) {
             throw ValidationError("--classes must be in 1...\(DatasetSource.maxClasses)")
         }
@@ -28,12 +41,19 @@ struct Prepare: ParsableCommand {
     func run() throws {
         let source = try DatasetSource.detect(images)
         let t0 = now()
-        try source.prepare(out: out, size: imageSize, channels: channels, classes: classes, maxPixels: limits.maxPixels) { done, total in
+        let regroup = splitBy.map { _ in GroupSplit(val: val, test: test, seed: seed) }
+        try source.prepare(out: out, size: imageSize, channels: channels, classes: classes, maxPixels: limits.maxPixels,
+                           regroup: regroup) { done, total in
             if done % 1000 == 0 || done == total { print("  \(done)/\(total) images"); fflush(stdout) }
         }
         let ds = try Dataset(path: out)
         let splits = Split.allCases.filter { ds.splits[$0.rawValue] != nil }.map { "\($0.rawValue) \(ds[split: $0].count)" }
         print(String(format: "wrote %@: %d images %dx%dx%d, classes %@, splits %@ (%.1f s)", out, ds.count, ds.channels, ds.height,
                      ds.width, ds.classNames.joined(separator: "/"), splits.joined(separator: ", "), now() - t0))
+        if let groups = try ds.groups() {
+            let counts = Split.allCases.map { s in "\(s.rawValue) \(Set(ds[split: s].map { groups[$0] }).count)" }
+            print("groups per split: \(counts.joined(separator: ", "))"
+                  + (regroup != nil ? "; the splits are in \((out as NSString).deletingPathExtension)-splits/" : ""))
+        }
     }
 }

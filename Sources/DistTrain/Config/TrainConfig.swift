@@ -74,6 +74,9 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     public var frozenBatchNormStatistics: Bool = false
     /// Stop after this many epochs of this invocation (tests, time-boxed runs); 0 = no limit.
     public var stopAfterEpochs: Int = 0
+    /// Decay of the weights' exponential moving average (`WeightEMA`); 0 = off.
+    /// When on, validation, best.h5 and inference use the averaged weights.
+    public var ema: Double = 0
 
     public init() {}
 
@@ -103,6 +106,7 @@ public struct TrainConfig: Codable, Sendable, Equatable {
         need((0...1_000_000).contains(freezeEpochs), "--freeze-epochs must be in 0...1000000")
         need(backboneLRScale.isFinite && backboneLRScale > 0, "--backbone-lr-scale must be a positive number")
         need((0...1_000_000).contains(stopAfterEpochs), "--stop-after must be in 0...1000000")
+        need(ema.isFinite && ema >= 0 && ema < 1, "--ema must be in [0, 1) (0: off)")
         for (name, v) in [("mean", mean), ("std", std)] where !v.isEmpty {
             need(v.count == 1 || v.count == inChannels, "\(name) must have 1 or inChannels (\(inChannels)) values, has \(v.count)")
             need(v.allSatisfy { $0.isFinite }, "\(name) must be finite")
@@ -180,6 +184,8 @@ struct TrainOptions: ParsableArguments {
     var backboneLrScale: Double = defaults.backboneLRScale
     @Option(help: "Transfer: an RGB source's conv1 on gray images: sum (over its input channels) or replicate (gray x3).")
     var adaptConv1: Conv1Adaptation = defaults.adaptConv1
+    @Option(help: "Exponential moving average of the weights, e.g. 0.999 (0: off); validation, best.h5 and inference use it.")
+    var ema: Double = defaults.ema
 
     var config: TrainConfig {
         var c = TrainConfig()
@@ -187,7 +193,7 @@ struct TrainOptions: ParsableArguments {
         c.optimizer = optimizer; c.weightDecay = weightDecay; c.schedule = schedule; c.warmupEpochs = warmupEpochs
         c.imageSize = imageSize; c.seed = seed; c.run = run ?? "checkpoints/\(method.rawValue)"
         c.labelSmoothing = labelSmoothing; c.augment = augment; c.keepCheckpoints = keepCheckpoints; c.width = width
-        c.frozenBatchNormStatistics = frozenBnStats
+        c.frozenBatchNormStatistics = frozenBnStats; c.ema = ema
         if method == .transfer {
             c.pretrained = pretrained ?? defaultSource
             c.freezeEpochs = freezeEpochs; c.backboneLRScale = backboneLrScale; c.adaptConv1 = adaptConv1

@@ -4,6 +4,7 @@ import Foundation
 //   images      uint8 [N, C, H, W], one chunk per image (ranks read their shard only)
 //   labels      int64 [N]
 //   filenames   strings [N] (relative to the source folder)
+//   groups      strings [N], optional: the patient or scan of each image (CSV `group` column)
 //   split/train, split/val, split/test   int64 indices into N
 //   class_names strings [K]
 //   mean, std   float64 [C]: per-channel statistics of the train split, pixel/255
@@ -60,6 +61,9 @@ public final class Dataset {
     public subscript(split split: Split) -> [Int] { splits[split.rawValue] ?? [] }
 
     public func filenames() throws -> [String] { try file.readStrings("filenames") }
+
+    /// The group (patient) of every image, when the source had a group column.
+    public func groups() throws -> [String]? { file.exists("groups") ? try file.readStrings("groups") : nil }
 
     /// The images `indices` as uint8 CHW, back to back.
     public func readImages(_ indices: [Int]) throws -> [UInt8] { try file.readRows("images", indices: indices).bytes }

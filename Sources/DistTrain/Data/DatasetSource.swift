@@ -1,7 +1,11 @@
 import Foundation
 
-/// One image of a source folder, with the CSV line that named it (0 for class folders).
-public struct Sample: Sendable { public var file: String; public var label: Int; public var line: Int }
+/// One image of a source folder, with the CSV line that named it (0 for class
+/// folders) and its group (the patient or scan, from a CSV `group` column).
+public struct Sample: Sendable {
+    public var file: String, label: Int, line: Int
+    public var group: String? = nil
+}
 
 /// A folder of PNG/JPEG images with its splits, and `prepare`, which turns it into a data set.
 public enum DatasetSource {
@@ -74,23 +78,39 @@ public enum DatasetSource {
     static let maxClasses = 10_000
 
     /// `filename,label` with a header; labels integral ("1", "1.0").
+    /// `filename,label[,group]` with a header; labels integral ("1", "1.0").
+    /// Without a group column a filename may hold commas (the label is after
+    /// the last one); with it, fields are split on commas.
     static func parseCSV(_ path: String) throws -> [Sample] {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw RuntimeError("cannot read '\(path)'") }
         var out: [Sample] = []
+        var grouped = false
         for (i, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
             if line.isEmpty { continue }
             if i == 0 {
-                guard line.lowercased().hasPrefix("filename") else {
-                    throw RuntimeError("\(path) line 1: expected the header 'filename,label', got '\(line)'")
+                let header = line.lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                guard header.first == "filename", header.count >= 2, header[1] == "label" else {
+                    throw RuntimeError("\(path) line 1: expected the header 'filename,label' (or 'filename,label,group'), got '\(line)'")
                 }
+                grouped = header.count >= 3 && header[2] == "group"
                 continue
             }
-            guard let comma = line.lastIndex(of: ",") else {
-                throw RuntimeError("\(path) line \(i + 1): expected 'filename,label', got '\(line)'")
+            var fileText: Substring, labelText: String, group: String? = nil
+            if grouped {
+                let fields = line.split(separator: ",", omittingEmptySubsequences: false)
+                guard fields.count == 3 else {
+                    throw RuntimeError("\(path) line \(i + 1): expected 'filename,label,group', got '\(line)'")
+                }
+                fileText = fields[0]; labelText = fields[1].trimmingCharacters(in: .whitespaces)
+                group = fields[2].trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
+            } else {
+                guard let comma = line.lastIndex(of: ",") else {
+                    throw RuntimeError("\(path) line \(i + 1): expected 'filename,label', got '\(line)'")
+                }
+                fileText = line[..<comma]; labelText = line[line.index(after: comma)...].trimmingCharacters(in: .whitespaces)
             }
-            let file = String(line[..<comma]).trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
-            let labelText = line[line.index(after: comma)...].trimmingCharacters(in: .whitespaces)
+            let file = String(fileText).trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
             guard let v = Double(labelText), v.isFinite, v >= 0, v < Double(maxClasses), v == v.rounded(), !file.isEmpty else {
                 throw RuntimeError("\(path) line \(i + 1): bad label '\(labelText)' (a class index 0...\(maxClasses - 1) such as 0 or 1.0)")
             }
@@ -98,7 +118,8 @@ public enum DatasetSource {
                 throw RuntimeError("\(path) line \(i + 1): image path '\(file)' leaves the data folder (absolute or '..'); "
                                    + "paths are relative to the folder of the CSV")
             }
-            out.append(Sample(file: file, label: Int(v), line: i + 1))
+            if let g = group, g.isEmpty { throw RuntimeError("\(path) line \(i + 1): empty group") }
+            out.append(Sample(file: file, label: Int(v), line: i + 1, group: group))
         }
         return out
     }
@@ -157,8 +178,14 @@ public enum DatasetSource {
     /// be 0...K-1 with every class in the train split and K >= 2.
     @discardableResult
     public func prepare(out: String, size: Int? = nil, channels wantChannels: Int? = nil, classes: Int? = nil,
-                        maxPixels: Int = RasterImage.defaultMaxPixels, progress: ((Int, Int) -> Void)? = nil) throws -> String {
-        let (splits, classNames) = try listing()
+                        maxPixels: Int = RasterImage.defaultMaxPixels, regroup: GroupSplit? = nil,
+                        progress: ((Int, Int) -> Void)? = nil) throws -> String {
+        var (splits, classNames) = try listing()
+        if let regroup {
+            // Every listed image pooled, then split again by group; the new splits are written beside the data set for review.
+            splits = try regroup.apply(splits.flatMap { $0.1 })
+            try GroupSplit.write(splits, to: (out as NSString).deletingPathExtension + "-splits")
+        }
         guard let train = splits.first(where: { $0.0 == "train" }), !train.1.isEmpty else {
             throw RuntimeError("'\(dir)': the train split is empty")
         }
@@ -234,6 +261,7 @@ public enum DatasetSource {
             try f.writeImages("images", shape: [all.count, C, H, W], bytes: bytes)
             try f.write("labels", shape: [all.count], int64s: all.map { Int64($0.label) })
             try f.writeStrings("filenames", all.map(\.file))
+            if all.contains(where: { $0.group != nil }) { try f.writeStrings("groups", all.map { $0.group ?? "" }) }
             var offset = 0
             for (name, samples) in splits {
                 try f.write("split/" + name, shape: [samples.count], int64s: (offset..<(offset + samples.count)).map { Int64($0) },

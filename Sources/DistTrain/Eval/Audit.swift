@@ -42,6 +42,8 @@ public enum Audit {
         public var threshold: Double
         /// Test accuracy of the nearest train image's label (the baseline a network must beat).
         public var nearestNeighbourAccuracy: Double
+        /// Groups (patients) with images in more than one split, when the data set has groups.
+        public var crossingGroups: [String]? = nil
         public func duplicated(_ split: Split) -> [Match] { matches.filter { $0.split == split && $0.score >= threshold } }
         /// Positions (in the split's order) of images without a train neighbour at the threshold.
         public func cleanPositions(_ split: Split) -> [Int] {
@@ -121,7 +123,13 @@ public enum Audit {
         }
         let tests = matches.filter { $0.split == .test }
         let right = tests.filter { ds.labels[$0.nearest] == ds.labels[$0.image] }.count
-        return Result(matches: matches, threshold: threshold,
-                      nearestNeighbourAccuracy: tests.isEmpty ? .nan : Double(right) / Double(tests.count))
+        var result = Result(matches: matches, threshold: threshold,
+                            nearestNeighbourAccuracy: tests.isEmpty ? .nan : Double(right) / Double(tests.count))
+        if let groups = try ds.groups() {
+            var splitsOf: [String: Set<Split>] = [:]
+            for s in Split.allCases { for i in ds[split: s] { splitsOf[groups[i], default: []].insert(s) } }
+            result.crossingGroups = splitsOf.filter { $0.value.count > 1 }.keys.sorted()
+        }
+        return result
     }
 }

@@ -33,6 +33,11 @@ enum AuditPage {
                 + "<td><img src=\"pairs/\(k)-a.png\"></td><td><img src=\"pairs/\(k)-b.png\"></td>"
                 + "<td>\(htmlEscape(names[m.nearest]))</td></tr>"
         }
+        let crossing = r.crossingGroups.map { c in
+            c.isEmpty ? "<p>Groups (patients): none has images in more than one split.</p>"
+                : "<p><b>\(c.count) groups (patients) have images in more than one split</b>: "
+                    + htmlEscape(c.prefix(20).joined(separator: ", ")) + (c.count > 20 ? ", ..." : "") + "</p>"
+        } ?? ""
         let dup = [Split.val, .test].map { s in "\(s.rawValue): \(r.duplicated(s).count) of \(r.matches.filter { $0.split == s }.count)" }
         let html = """
         <!doctype html><html><head><meta charset="utf-8"><title>disttrain audit</title>
@@ -42,6 +47,7 @@ enum AuditPage {
         cross-correlation of 32x32 thumbnails, the query's central 28x28 crop slid over +-2 px. Images at or above
         \(String(format: "%.2f", r.threshold)): \(dup.joined(separator: ", ")). 1-nearest-neighbour baseline (the nearest train
         image's label) on test: \(String(format: "%.4f", r.nearestNeighbourAccuracy)).</p>
+        \(crossing)
         <h2>Scores</h2>\(histogram)
         <h2>The \(min(show, r.matches.count)) closest pairs</h2>
         <table><tr><th>NCC</th><th>image</th><th></th><th>nearest train image</th><th></th></tr>\(rows)</table></body></html>

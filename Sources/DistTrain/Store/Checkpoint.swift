@@ -4,17 +4,23 @@ import Net
 /// HDF5 checkpoints (DESIGN.md "On disk"): `model/<state_dict key>` (same
 /// shapes; float32, counters int64), `optimizer/<key>/<state name>` and
 /// `optimizer/steps`, `state/<TrainState field>` and `state/seed`, attributes.
+/// With `--ema`, `model/` holds the averaged weights (what inference and h5py
+/// users load) and `training/<key>` the training weights (what resume needs).
 /// Loads into torchvision.models.resnet18(num_classes=2) (conv1 widened) by
 /// key with h5py. Written to *.tmp, fsynced, renamed: never half a file.
 public enum Checkpoint {
     public static let formatVersion = 1.0
 
-    public static func save(_ path: String, net: ResNet, optimizer: Optimizer, state: TrainState, config: TrainConfig) throws {
+    public static func save(_ path: String, net: ResNet, optimizer: Optimizer, state: TrainState, config: TrainConfig,
+                            ema: WeightEMA? = nil) throws {
         try durableHDF5(path) { f in
             let s = net.store
             for e in s.entries {
                 if e.kind == .counter {
                     try f.write("model/" + e.name, shape: [], int64s: [s.counters[e.offset]], chunked: false)
+                } else if let ema, e.kind == .parameter {
+                    try f.write("model/" + e.name, shape: e.shape, floats: Array(ema.values[e.offset..<(e.offset + e.count)]))
+                    try f.write("training/" + e.name, shape: e.shape, floats: s.read(e))
                 } else {
                     try f.write("model/" + e.name, shape: e.shape, floats: s.read(e), chunked: e.count > 0)
                 }
@@ -44,12 +50,26 @@ public enum Checkpoint {
         }
     }
 
-    /// Loads the model (and the optimizer, when given) by name; returns the training state.
+    /// Loads the model (and the optimizer, when given) by name; returns the
+    /// training state. For inference, `model/` (the averaged weights of an
+    /// --ema run); to resume (`optimizer` given), the training weights, and the
+    /// average into `ema`.
     @discardableResult
-    public static func load(_ path: String, into net: ResNet, optimizer: Optimizer? = nil) throws -> TrainState {
+    public static func load(_ path: String, into net: ResNet, optimizer: Optimizer? = nil,
+                            ema: WeightEMA? = nil) throws -> TrainState {
         let f = try open(path)
         try StateDict.load(HDF5TensorSource(f, group: "model", what: "checkpoint"), into: net)
-        if let opt = optimizer { try StateDict.loadOptimizer(f, into: opt, of: net) }
+        if let opt = optimizer {
+            if f.exists("training") {
+                ema?.load(Array(UnsafeBufferPointer(start: net.store.values, count: net.store.parameterCount)))
+                var training = StateDict.Options()
+                training.parametersOnly = true
+                try StateDict.load(HDF5TensorSource(f, group: "training", what: "checkpoint (training weights)"), into: net, training)
+            } else if ema != nil {
+                throw RuntimeError("checkpoint '\(path)' has no training/ weights: it was not written with --ema, so the average cannot resume")
+            }
+            try StateDict.loadOptimizer(f, into: opt, of: net)
+        }
         let state = try f.readFields("state", as: TrainState.self)
         if let first = state.problems().first { throw RuntimeError("checkpoint '\(path)': state: \(first)") }
         return state

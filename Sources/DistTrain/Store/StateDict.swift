@@ -45,6 +45,8 @@ public enum StateDict {
         public var countersOptional = false
         /// conv1 of an RGB source may meet a 1-channel model by summing over its input channels.
         public var sumConv1InputChannels = false
+        /// Only the trainable parameters (BN buffers and counters left as they are).
+        public var parametersOnly = false
         public init() {}
     }
 
@@ -59,6 +61,7 @@ public enum StateDict {
         var report = Report()
         for e in s.entries {
             if options.skipPrefixes.contains(where: { e.name.hasPrefix($0) }) { report.skipped.append(e.name); continue }
+            if options.parametersOnly && e.kind != .parameter { continue }
             if e.kind == .counter {
                 guard let v = try source.counter(e.name) else {
                     if options.countersOptional { continue }

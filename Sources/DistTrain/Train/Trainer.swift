@@ -12,6 +12,8 @@ public final class Trainer {
     let comm: Communicator
     public let evaluator: Evaluator
     public let optimizer: Optimizer
+    /// The weights' moving average (`--ema`), nil when off.
+    public let ema: WeightEMA?
     public private(set) var state = TrainState()
     let step: TrainStep
     var metrics: MetricsLog
@@ -42,6 +44,7 @@ public final class Trainer {
         step = TrainStep(net: evaluator.net, optimizer: optimizer, comm: comm,
                          loss: CrossEntropy(labelSmoothing: Float(cfg.labelSmoothing)))
         metrics = MetricsLog(dir: cfg.run)
+        ema = cfg.ema > 0 ? WeightEMA(decay: cfg.ema, store: evaluator.net.store) : nil
         if comm.isRoot {
             if resume {
                 state = try loadNewestGood()
@@ -51,11 +54,17 @@ public final class Trainer {
                 if cfg.method == .transfer {
                     console.line(try Transfer.loadSource(cfg.pretrained, into: net, adapt: cfg.adaptConv1))
                 }
+                ema?.load(Array(UnsafeBufferPointer(start: net.store.values, count: net.store.parameterCount)))
             }
         }
         ReplicaSync.broadcastModel(net, comm)
         ReplicaSync.broadcastOptimizer(optimizer, parameterCount: net.store.parameterCount, comm)
         state = try comm.broadcast(state)
+        if let ema, comm.size > 1 {
+            var v = ema.values
+            comm.broadcast(&v)
+            ema.load(v)
+        }
     }
 
     /// last.h5, else the newest readable epoch file (saying so).
@@ -64,7 +73,7 @@ public final class Trainer {
         var problems: [String] = []
         for path in candidates where FileManager.default.fileExists(atPath: path) {
             do {
-                let st = try Checkpoint.load(path, into: net, optimizer: optimizer)
+                let st = try Checkpoint.load(path, into: net, optimizer: optimizer, ema: ema)
                 if !problems.isEmpty {
                     console.line("warning: \(problems.joined(separator: "; ")); resuming from \((path as NSString).lastPathComponent)")
                 }
@@ -112,8 +121,8 @@ public final class Trainer {
             let train = try trainEpoch(epoch)
             ReplicaSync.averageBatchNormStatistics(net, comm)
             try ReplicaSync.checkReplicas(net, comm, epoch: epoch)
-            let val = try evaluator.evaluate(.val).metrics
-            let test = try evaluator.evaluate(.test).metrics
+            // With --ema, validation (and so best.h5) and the test figures are the averaged weights'.
+            let (val, test) = try evaluateEpoch()
             let seconds = now() - t0
             let rss = ReplicaSync.peakRSSPerRank(comm)
             state.epoch = epoch
@@ -144,6 +153,12 @@ public final class Trainer {
                 break
             }
         }
+    }
+
+    func evaluateEpoch() throws -> (val: SplitMetrics, test: SplitMetrics) {
+        func both() throws -> (SplitMetrics, SplitMetrics) { (try evaluator.evaluate(.val).metrics, try evaluator.evaluate(.test).metrics) }
+        guard let ema else { return try both() }
+        return try ema.withAveragedWeights(in: net.store, both)
     }
 
     /// What one epoch of training did, over all ranks.
@@ -177,6 +192,7 @@ public final class Trainer {
                 if debug { try checkFinite(epoch: epoch, step: i + 1) }
             }
             state.step += 1
+            ema?.update(from: net.store)
             lossSum += r.lossSum; correct += r.correct; seen += r.count
             let elapsed = now() - t0, ips = seen / elapsed
             let eta = elapsed / Double(i + 1) * Double(steps - i - 1)
@@ -226,7 +242,7 @@ public final class Trainer {
     /// safe way; only the newest `keepCheckpoints` epoch files stay.
     func saveCheckpoints(epoch: Int, best: Bool) throws {
         let file = String(format: "%@/epoch-%04d.h5", ckptDir, epoch)
-        try Checkpoint.save(file, net: net, optimizer: optimizer, state: state, config: config)
+        try Checkpoint.save(file, net: net, optimizer: optimizer, state: state, config: config, ema: ema)
         for target in ["last.h5"] + (best ? ["best.h5"] : []) {
             try durableCopy(file, "\(ckptDir)/\(target)")
         }

@@ -1,0 +1,81 @@
+import DistTrain
+import Foundation
+import Net
+import XCTest
+
+/// --ema: the average follows torchvision's rule, validation and best.h5 use
+/// it, and resume stays exact because the average is in the checkpoint.
+final class EMATests: XCTestCase {
+    static var data: String = preparedSyntheticSet("ema-data", train: 16, val: 4, test: 4)
+
+    func config(_ run: String, epochs: Int = 3) -> TrainConfig {
+        var c = smallRunConfig(data: EMATests.data, run: run, epochs: epochs, seed: 5)
+        c.ema = 0.9
+        return c
+    }
+
+    func testUpdateIsDecayTimesAveragePlusTheRestTimesWeights() {
+        let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 2))
+        net.initialize(seed: 1)
+        let ema = WeightEMA(decay: 0.75, store: net.store)
+        let before = ema.values
+        let s = net.store
+        for i in 0..<s.parameterCount { s.values[i] += 1 }
+        ema.update(from: s)
+        for i in stride(from: 0, to: s.parameterCount, by: 97) {
+            XCTAssertEqual(ema.values[i], Float(0.75) * before[i] + Float(0.25) * s.values[i])
+        }
+        let weights = Array(UnsafeBufferPointer(start: s.values, count: s.parameterCount))
+        let inside = ema.withAveragedWeights(in: s) { Array(UnsafeBufferPointer(start: s.values, count: s.parameterCount)) }
+        XCTAssertEqual(inside, ema.values)
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: s.values, count: s.parameterCount)), weights, "training weights restored")
+    }
+
+    func tensors(_ path: String) throws -> [String: [Float]] {
+        let f = try HDF5File(path)
+        var out: [String: [Float]] = [:]
+        for g in ["model", "training"] where f.exists(g) {
+            for name in try f.members(g) where !name.hasSuffix("num_batches_tracked") {
+                out["\(g)/\(name)"] = try f.readFloats("\(g)/\(name)").values
+            }
+        }
+        for name in try f.members("optimizer") where name != "steps" {
+            out["optimizer/\(name)"] = try f.readFloats("optimizer/\(name)/momentum_buffer").values
+        }
+        return out
+    }
+
+    func testResumeWithTheAverageIsBitExactAndBestHoldsTheAverage() throws {
+        let a = makeTempDir("ema-a"), b = makeTempDir("ema-b")
+        try Trainer(config: config(a), comm: SingleProcess()).run()
+        var cb = config(b)
+        cb.stopAfterEpochs = 1
+        try Trainer(config: cb, comm: SingleProcess()).run()
+        cb.stopAfterEpochs = 0
+        try Trainer(config: cb, comm: SingleProcess(), resume: true).run()
+        let ta = try tensors(a + "/ckpt/last.h5"), tb = try tensors(b + "/ckpt/last.h5")
+        XCTAssertGreaterThan(ta.count, 150)
+        for (k, v) in ta { XCTAssertEqual(v, tb[k], "\(k) differs after resume") }
+        // model/ is the average, training/ the weights; they differ after training.
+        XCTAssertNotEqual(ta["model/conv1.weight"], ta["training/conv1.weight"])
+        XCTAssertEqual(ta["model/bn1.running_mean"], tb["model/bn1.running_mean"])
+        // Evaluating best.h5 evaluates the average: the metrics of its epoch come back.
+        let rows = try String(contentsOfFile: a + "/metrics.csv", encoding: .utf8).split(separator: "\n")
+        let best = Int(try HDF5File(a + "/ckpt/best.h5").readInt64s("state/epoch").values[0])
+        let valLoss = Double(rows[best].split(separator: ",")[3])!
+        let s = try EvalStage.run(config: config(a), comm: SingleProcess(), checkpoint: a + "/ckpt/best.h5", cams: [])
+        XCTAssertEqual(s.val.loss, valLoss, accuracy: 1e-5)
+    }
+
+    func testResumingWithTheAverageNeedsACheckpointThatHasIt() throws {
+        let run = makeTempDir("ema-missing")
+        var c = config(run)
+        c.ema = 0
+        c.stopAfterEpochs = 1
+        try Trainer(config: c, comm: SingleProcess()).run()
+        c.ema = 0.9
+        XCTAssertThrowsError(try Trainer(config: c, comm: SingleProcess(), resume: true)) {
+            XCTAssertTrue("\($0)".contains("training/"), "\($0)")
+        }
+    }
+}
