@@ -16,6 +16,12 @@
 // In eval mode the statistics are constants: dx = gamma * istd * dy.
 // With the fused ReLU, y > 0 exactly where the pre-activation is > 0, so the
 // mask comes from y itself and dy is zeroed where y == 0.
+//
+// Synchronised (SyncBatchNorm, `statisticsReducer` set, train mode): the
+// per-channel sums are summed over all ranks before use, so mu and var are
+// those of the global batch (count M = sum of the ranks' m), and in backward
+// sum(dy) and sum(dy * xhat) are global too; dgamma and dbeta stay the rank's
+// own sums (the gradient all-reduce averages them, as every parameter).
 
 public final class BatchNorm2d {
     public let C: Int
@@ -27,6 +33,8 @@ public final class BatchNorm2d {
     unowned let store: ParameterStore
     /// Train mode uses batch statistics and updates the running ones.
     public var training = true
+    /// Sums a Double array over all ranks in place (SyncBatchNorm); nil: this rank's batch alone.
+    public var statisticsReducer: ((UnsafeMutablePointer<Double>, Int) -> Void)?
     public let output = Tensor()
     public let dinput = Tensor()
     private var input: Tensor?
@@ -54,11 +62,9 @@ public final class BatchNorm2d {
 
     @discardableResult
     public func forward(_ x: Tensor) -> Tensor {
+        if training, let reduce = statisticsReducer { return forwardSynchronised(x, reduce) }
         let N = x.shape[0], HW = x.shape[2] * x.shape[3]
-        precondition(x.shape[1] == C, "batchnorm expects \(C) channels, got \(x.shape)")
-        output.resize(x.shape)
-        input = x
-        usedBatchStats = training
+        prepare(x, batchStatistics: training)
         let xp = x.data, yp = output.data
         let g = store.values + weight.offset, b = store.values + bias.offset
         let rm = store.buffers + runningMean.offset, rv = store.buffers + runningVar.offset
@@ -107,9 +113,9 @@ public final class BatchNorm2d {
 
     /// dy = dL/dy. Accumulates dgamma, dbeta (unless frozen); writes dinput.
     public func backward(_ dy: Tensor) {
-        guard let x = input else { preconditionFailure("batchnorm backward before forward") }
-        let N = x.shape[0], HW = x.shape[2] * x.shape[3], C = self.C
-        dinput.resize(x.shape)
+        if usedBatchStats, let reduce = statisticsReducer { return backwardSynchronised(dy, reduce) }
+        let (x, N, HW) = beginBackward()
+        let C = self.C
         let xp = x.data, yp = output.data, dyp = dy.data, dxp = dinput.data
         let g = store.values + weight.offset
         let frozen = store.isFrozen(weight)
@@ -149,5 +155,117 @@ public final class BatchNorm2d {
             }
         }
         }
+    }
+
+    // MARK: synchronised over ranks
+
+    /// Shapes the output and keeps the input for backward.
+    private func prepare(_ x: Tensor, batchStatistics: Bool) {
+        precondition(x.shape[1] == C, "batchnorm expects \(C) channels, got \(x.shape)")
+        output.resize(x.shape)
+        input = x
+        usedBatchStats = batchStatistics
+    }
+
+    private func forwardSynchronised(_ x: Tensor, _ reduce: (UnsafeMutablePointer<Double>, Int) -> Void) -> Tensor {
+        let N = x.shape[0], HW = x.shape[2] * x.shape[3], C = self.C
+        prepare(x, batchStatistics: true)
+        let xp = x.data, yp = output.data
+        let g = store.values + weight.offset, b = store.values + bias.offset
+        let rm = store.buffers + runningMean.offset, rv = store.buffers + runningVar.offset
+        // Sums over this rank, then over all ranks: sum(x) per channel and the count; then sum((x - mu)^2).
+        var sums = [Double](repeating: 0, count: C + 1)
+        sums.withUnsafeMutableBufferPointer { s in
+            Parallel.chunks(C, grain: 1) { lo, hi in
+                for c in lo..<hi { for n in 0..<N { s[c] += Double(vsum(xp + (n * C + c) * HW, HW)) } }
+            }
+            s[C] = Double(N * HW)
+            reduce(s.baseAddress!, C + 1)
+        }
+        let M = sums[C]
+        for c in 0..<C { mean[c] = Float(sums[c] / M) }
+        var deviations = [Double](repeating: 0, count: C)
+        mean.withUnsafeBufferPointer { meanp in deviations.withUnsafeMutableBufferPointer { d in
+            Parallel.chunks(C, grain: 1) { lo, hi in
+                for c in lo..<hi { for n in 0..<N { d[c] += Double(vsumSquaredDeviations(xp + (n * C + c) * HW, HW, meanp[c])) } }
+            }
+            reduce(d.baseAddress!, C)
+        } }
+        for c in 0..<C {
+            let v = deviations[c] / M
+            istd[c] = Float(1.0 / (v + Double(eps)).squareRoot())
+            let unbiased = M > 1 ? v * M / (M - 1) : v
+            rm[c] = (1 - momentum) * rm[c] + momentum * mean[c]
+            rv[c] = (1 - momentum) * rv[c] + momentum * Float(unbiased)
+        }
+        let relu = fusedReLU
+        mean.withUnsafeBufferPointer { meanp in istd.withUnsafeBufferPointer { istdp in
+            Parallel.chunks(C, grain: 1) { lo, hi in
+                for c in lo..<hi {
+                    let scale = g[c] * istdp[c], shift = b[c] - meanp[c] * scale
+                    for n in 0..<N {
+                        let src = xp + (n * C + c) * HW, dst = yp + (n * C + c) * HW
+                        if relu { for p in 0..<HW { dst[p] = max(src[p] * scale + shift, 0) } } else {
+                            for p in 0..<HW { dst[p] = src[p] * scale + shift }
+                        }
+                    }
+                }
+            }
+        } }
+        store.counters[tracked.offset] += 1
+        return output
+    }
+
+    /// The forward's input and its sizes; dinput shaped like it.
+    private func beginBackward() -> (x: Tensor, N: Int, HW: Int) {
+        guard let x = input else { preconditionFailure("batchnorm backward before forward") }
+        dinput.resize(x.shape)
+        return (x, x.shape[0], x.shape[2] * x.shape[3])
+    }
+
+    private func backwardSynchronised(_ dy: Tensor, _ reduce: (UnsafeMutablePointer<Double>, Int) -> Void) {
+        let (x, N, HW) = beginBackward()
+        let C = self.C
+        let xp = x.data, yp = output.data, dyp = dy.data, dxp = dinput.data
+        let g = store.values + weight.offset
+        let frozen = store.isFrozen(weight)
+        let dg = store.grads + weight.offset, db = store.grads + bias.offset
+        let relu = fusedReLU
+        // [sum(dy) per channel, sum(dy * (x - mu)) per channel, count]: this rank's, then all ranks'.
+        var local = [Double](repeating: 0, count: 2 * C + 1)
+        mean.withUnsafeBufferPointer { meanp in local.withUnsafeMutableBufferPointer { s in
+            Parallel.chunks(C, grain: 1) { lo, hi in
+                for c in lo..<hi {
+                    for n in 0..<N {
+                        let off = (n * C + c) * HW
+                        let (a, b) = vsumGradients(x: xp + off, y: yp + off, dy: dyp + off, HW, mu: meanp[c], relu: relu)
+                        s[c] += Double(a); s[C + c] += Double(b)
+                    }
+                }
+            }
+            s[2 * C] = Double(N * HW)
+        } }
+        var global = local
+        global.withUnsafeMutableBufferPointer { reduce($0.baseAddress!, 2 * C + 1) }
+        let M = Float(global[2 * C])
+        mean.withUnsafeBufferPointer { meanp in istd.withUnsafeBufferPointer { istdp in
+            Parallel.chunks(C, grain: 1) { lo, hi in
+                for c in lo..<hi {
+                    let mu = meanp[c], inv = istdp[c]
+                    if !frozen { db[c] += Float(local[c]); dg[c] += Float(local[C + c]) * inv }
+                    let k = g[c] * inv
+                    let a1 = Float(global[c]) / M, a2 = Float(global[C + c]) * inv / M * inv
+                    for n in 0..<N {
+                        let off = (n * C + c) * HW
+                        let xr = xp + off, yr = yp + off, dr = dyp + off, out = dxp + off
+                        if relu {
+                            for p in 0..<HW { out[p] = k * ((yr[p] > 0 ? dr[p] : 0) - a1 - (xr[p] - mu) * a2) }
+                        } else {
+                            for p in 0..<HW { out[p] = k * (dr[p] - a1 - (xr[p] - mu) * a2) }
+                        }
+                    }
+                }
+            }
+        } }
     }
 }

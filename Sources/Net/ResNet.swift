@@ -97,6 +97,8 @@ public final class ResidualBlock {
 
     public var output: Tensor { add.output }
     var batchNorms: [BatchNorm2d] { branch.map(\.bn) + (downsample.map { [$0.bn] } ?? []) }
+    /// Where this block's parameters begin in the parameter buffer.
+    var firstParameterOffset: Int { (convs.map(\.weight.offset) + batchNorms.flatMap { [$0.weight.offset, $0.bias.offset] }).min()! }
     var convs: [Conv2d] { branch.map(\.conv) + (downsample.map { [$0.conv] } ?? []) }
 
     func forward(_ x: Tensor) -> Tensor {
@@ -193,6 +195,12 @@ public final class ResNet {
 
     // MARK: modes
 
+    /// SyncBatchNorm: every BN layer sums its statistics over ranks with
+    /// `reduce` (an in-place sum of Doubles); nil for per-rank statistics.
+    public func synchroniseBatchNorm(_ reduce: ((UnsafeMutablePointer<Double>, Int) -> Void)?) {
+        for (_, bn) in allBatchNorms { bn.statisticsReducer = reduce }
+    }
+
     /// Train mode: BN uses batch statistics. Eval: running statistics.
     public func setTraining(_ on: Bool) {
         training = on
@@ -239,13 +247,28 @@ public final class ResNet {
     /// `needInputGrad` also computes dL/dx into `inputGradient`.
     public func backward(_ dlogits: Tensor, needInputGrad: Bool = false) {
         Profiler.measure(.other) { fc.backward(dlogits) }
+        onGradientsFinal?(min(fc.weight.offset, fc.bias.offset))
         Profiler.measure(.pool) { avgpool.backward(fc.dinput) }
         var d = avgpool.dinput
-        for stage in layers.reversed() { for b in stage.reversed() { d = b.backward(d) } }
+        for stage in layers.reversed() {
+            for b in stage.reversed() {
+                d = b.backward(d)
+                onGradientsFinal?(b.firstParameterOffset)
+            }
+        }
         let dm = d
         Profiler.measure(.pool) { maxpool.backward(dm) }
         _ = stem.backward(maxpool.dinput, needInputGrad: needInputGrad)
+        onGradientsFinal?(0)
     }
+
+    /// Called during `backward` each time the gradients of a trailing part of
+    /// the parameter buffer are final: every gradient from `offset` to the
+    /// end. Parameters lie in forward (state_dict) order and backward runs in
+    /// reverse, so the final part grows from the end: after fc, after each
+    /// block, after the stem. A data-parallel trainer starts the all-reduce of
+    /// each gradient bucket here, while backward goes on (DDP, Horovod).
+    public var onGradientsFinal: ((Int) -> Void)?
 
     /// dL/dx from the last `backward(_:needInputGrad: true)`.
     public var inputGradient: Tensor { stem.conv.dinput }

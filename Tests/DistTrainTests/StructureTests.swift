@@ -38,6 +38,16 @@ final class StructureTests: XCTestCase {
         XCTAssertTrue(c.problems().contains { $0.contains("--lr") })
     }
 
+    func testLearningRateScalingFollowsTheGlobalBatch() {
+        var c = TrainConfig()
+        c.lr = 0.1; c.referenceBatch = 32; c.batchSize = 128
+        XCTAssertEqual(c.effectiveLR, 0.1)
+        c.lrScaling = .linear
+        XCTAssertEqual(c.effectiveLR, 0.4, accuracy: 1e-12)
+        c.lrScaling = .sqrt
+        XCTAssertEqual(c.effectiveLR, 0.2, accuracy: 1e-12)
+    }
+
     func net() -> ResNet {
         let n = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 4))
         n.initialize(seed: 7)

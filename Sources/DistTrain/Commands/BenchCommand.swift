@@ -13,6 +13,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Untimed warm-up steps.") var warmup: Int = 2
     @Option(help: "Timed steps.") var steps: Int = 8
     @Flag(help: "Print one machine-readable JSON line at the end.") var json = false
+    @Option(help: "Gradient all-reduce: overlapped or blocking.") var allreduce: AllreduceMode = .overlapped
+    @Option(help: "Gradient bucket size in MiB.") var bucketMb: Double = 25
+    @Flag(help: "SyncBatchNorm (statistics over all ranks).") var syncBn = false
     @Flag(help: "Time each kind of work (GEMM, im2col, BatchNorm, ...) over the timed steps.") var profile = false
     @Option(help: ArgumentHelp("Minimum GEMM columns per image group in convolutions (tuning).", visibility: .hidden))
     var gemmColumns: Int?
@@ -20,6 +23,7 @@ struct Bench: ParsableCommand {
     func validate() throws {
         guard (1...65_536).contains(batchSize) else { throw ValidationError("--batch-size must be in 1...65536") }
         guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be >= 1 and --warmup >= 0") }
+        guard bucketMb.isFinite, bucketMb >= 0.001, bucketMb <= 4096 else { throw ValidationError("--bucket-mb must be in 0.001...4096") }
     }
 
     func run() throws {
@@ -32,7 +36,9 @@ struct Bench: ParsableCommand {
         guard batchSize % comm.size == 0 else { throw RuntimeError("--batch-size \(batchSize) does not split over \(comm.size) ranks") }
         let net = ResNet(model.config)
         net.initialize(seed: 0)
-        let step = TrainStep(net: net, optimizer: Optimizer(OptimizerConfig(kind: .sgd, weightDecay: 1e-4), store: net.store), comm: comm)
+        let step = TrainStep(net: net, optimizer: Optimizer(OptimizerConfig(kind: .sgd, weightDecay: 1e-4), store: net.store), comm: comm,
+                             allreduce: allreduce, bucketMiB: bucketMb)
+        if syncBn && comm.size > 1 { net.synchroniseBatchNorm { comm.allreduceSum($0, count: $1) } }
         let (x, labels) = syntheticBatch(batch: batchSize / comm.size, channels: model.channels, size: model.imageSize,
                                          classes: model.classes, seed: 1 + UInt64(comm.rank))
         var times: [Double] = [], reduceTimes: [Double] = []
@@ -59,9 +65,9 @@ struct Bench: ParsableCommand {
         let ips = Double(batchSize) / med
         let rss = peakRSSMiB()
         print(String(format: "disttrain %@ %dch %dx%d global batch %d, %d rank(s) x %d thread(s): median %.3f s/step, %.2f img/s, "
-                     + "all-reduce %.1f ms/step, peak RSS %.0f MiB (rank 0)",
+                     + "all-reduce %@ %.1f ms/step after backward, peak RSS %.0f MiB (rank 0)",
                      model.arch.rawValue, model.channels, model.imageSize, model.imageSize, batchSize, ranks, Parallel.threads, med, ips,
-                     median(reduceTimes) * 1000, rss))
+                     allreduce.rawValue, median(reduceTimes) * 1000, rss))
         if profile {
             let total = times.reduce(0, +)
             var accounted = 0.0
@@ -77,7 +83,7 @@ struct Bench: ParsableCommand {
         }
         if json {
             print("{\"impl\": \"disttrain\", \"ranks\": \(ranks), \"img_per_s\": \(ips), \"median_step_s\": \(med), "
-                  + "\"allreduce_ms\": \(median(reduceTimes) * 1000), \"peak_rss_mib\": \(rss)}")
+                  + "\"allreduce\": \"\(allreduce.rawValue)\", \"allreduce_ms\": \(median(reduceTimes) * 1000), \"peak_rss_mib\": \(rss)}")
         }
     }
 }

@@ -16,6 +16,11 @@ public enum TrainingMethod: String, Codable, CaseIterable, Sendable, Expressible
 /// or `replicate` the gray channel 3 times (the network keeps 3 channels).
 public enum Conv1Adaptation: String, Codable, CaseIterable, Sendable, ExpressibleByArgument { case sum, replicate }
 
+/// How the learning rate follows the global batch (Goyal et al. 2017, "Accurate,
+/// Large Minibatch SGD": linear; Krizhevsky 2014 and LAMB-style rules: sqrt).
+public enum LRScaling: String, Codable, CaseIterable, Sendable, ExpressibleByArgument { case none, linear, sqrt }
+
+extension AllreduceMode: ExpressibleByArgument {}
 extension Arch: ExpressibleByArgument {}
 extension OptimizerKind: ExpressibleByArgument {}
 extension ScheduleKind: ExpressibleByArgument {}
@@ -77,6 +82,25 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     /// Decay of the weights' exponential moving average (`WeightEMA`); 0 = off.
     /// When on, validation, best.h5 and inference use the averaged weights.
     public var ema: Double = 0
+    /// BatchNorm statistics over the global batch (all ranks), not each rank's slice.
+    public var syncBatchNorm: Bool = false
+    /// The gradient all-reduce: overlapped with backward (default) or after it.
+    public var allreduce: AllreduceMode = .overlapped
+    /// Size of the gradient buckets, MiB (DDP's default, 25).
+    public var bucketMiB: Double = 25
+    /// The peak learning rate is `lr` at `referenceBatch`, scaled to `batchSize` by this rule.
+    public var lrScaling: LRScaling = .none
+    public var referenceBatch: Int = 32
+
+    /// The peak learning rate the schedule uses.
+    public var effectiveLR: Double {
+        let ratio = Double(batchSize) / Double(max(referenceBatch, 1))
+        switch lrScaling {
+        case .none: return lr
+        case .linear: return lr * ratio
+        case .sqrt: return lr * ratio.squareRoot()
+        }
+    }
 
     public init() {}
 
@@ -107,6 +131,8 @@ public struct TrainConfig: Codable, Sendable, Equatable {
         need(backboneLRScale.isFinite && backboneLRScale > 0, "--backbone-lr-scale must be a positive number")
         need((0...1_000_000).contains(stopAfterEpochs), "--stop-after must be in 0...1000000")
         need(ema.isFinite && ema >= 0 && ema < 1, "--ema must be in [0, 1) (0: off)")
+        need(bucketMiB.isFinite && bucketMiB >= 0.001 && bucketMiB <= 4096, "--bucket-mb must be in 0.001...4096")
+        need((1...65_536).contains(referenceBatch), "--reference-batch must be in 1...65536")
         for (name, v) in [("mean", mean), ("std", std)] where !v.isEmpty {
             need(v.count == 1 || v.count == inChannels, "\(name) must have 1 or inChannels (\(inChannels)) values, has \(v.count)")
             need(v.allSatisfy { $0.isFinite }, "\(name) must be finite")
@@ -186,6 +212,14 @@ struct TrainOptions: ParsableArguments {
     var adaptConv1: Conv1Adaptation = defaults.adaptConv1
     @Option(help: "Exponential moving average of the weights, e.g. 0.999 (0: off); validation, best.h5 and inference use it.")
     var ema: Double = defaults.ema
+    @Flag(help: "SyncBatchNorm: BatchNorm statistics (and their gradients) over the global batch of all ranks.")
+    var syncBn = defaults.syncBatchNorm
+    @Option(help: "Gradient all-reduce: overlapped (buckets start while backward runs) or blocking (after it).")
+    var allreduce: AllreduceMode = defaults.allreduce
+    @Option(help: "Gradient bucket size in MiB.") var bucketMb: Double = defaults.bucketMiB
+    @Option(help: "Scale --lr from --reference-batch to --batch-size: none, linear or sqrt (warm-up as --warmup-epochs).")
+    var lrScaling: LRScaling = defaults.lrScaling
+    @Option(help: "The batch --lr is meant for, with --lr-scaling.") var referenceBatch: Int = defaults.referenceBatch
 
     var config: TrainConfig {
         var c = TrainConfig()
@@ -194,6 +228,8 @@ struct TrainOptions: ParsableArguments {
         c.imageSize = imageSize; c.seed = seed; c.run = run ?? "checkpoints/\(method.rawValue)"
         c.labelSmoothing = labelSmoothing; c.augment = augment; c.keepCheckpoints = keepCheckpoints; c.width = width
         c.frozenBatchNormStatistics = frozenBnStats; c.ema = ema
+        c.syncBatchNorm = syncBn; c.allreduce = allreduce; c.bucketMiB = bucketMb
+        c.lrScaling = lrScaling; c.referenceBatch = referenceBatch
         if method == .transfer {
             c.pretrained = pretrained ?? defaultSource
             c.freezeEpochs = freezeEpochs; c.backboneLRScale = backboneLrScale; c.adaptConv1 = adaptConv1

@@ -14,6 +14,13 @@ public protocol Communicator: AnyObject {
     func barrier()
     /// Ends the whole job: prints `[rank N] error: ...` and exits non-zero on every rank.
     func abort(_ message: String) -> Never
+    /// Starts an in-place sum of `count` floats (MPI_Iallreduce); the data may
+    /// not be touched until `waitAll`. Returns nothing: requests are kept in order.
+    func startAllreduceSum(_ data: UnsafeMutablePointer<Float>, count: Int)
+    /// Lets started reductions progress (MPI only progresses inside MPI calls).
+    func progress()
+    /// Waits for every started reduction.
+    func waitAll()
 }
 
 extension Communicator {

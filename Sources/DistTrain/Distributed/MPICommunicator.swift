@@ -9,15 +9,30 @@ public final class MPICommunicator: Communicator {
     let comm = disttrain_mpi_comm_world()
     static let bucket = 1 << 28
 
+    /// The gradient buckets' own communicator (a duplicate of the world), so
+    /// the reducer thread's collectives never interleave with the main thread's.
+    private var gradientComm: MPI_Comm?
+    /// MPI_THREAD_MULTIPLE granted: started buckets are reduced by a background
+    /// thread (Horovod's design), so they progress while backward computes.
+    /// Otherwise MPI_Iallreduce, progressed by MPI_Testall between blocks.
+    public let backgroundReduction: Bool
+
     /// MPI_Init; errors return codes (checked here) instead of aborting inside MPI.
     public init() {
         var provided: Int32 = 0
-        MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided)
+        MPI_Init_thread(nil, nil, Int32(MPI_THREAD_MULTIPLE), &provided)
         MPI_Comm_set_errhandler(comm, disttrain_mpi_errors_return())
         var r: Int32 = 0, s: Int32 = 0
         MPI_Comm_rank(comm, &r)
         MPI_Comm_size(comm, &s)
         rank = Int(r); size = Int(s)
+        backgroundReduction = provided >= Int32(MPI_THREAD_MULTIPLE)
+        if backgroundReduction {
+            var dup: MPI_Comm? = nil
+            MPI_Comm_dup(comm, &dup)
+            gradientComm = dup
+            if let dup { MPI_Comm_set_errhandler(dup, disttrain_mpi_errors_return()) }
+        }
     }
 
     /// True when started by mpirun/mpiexec (OpenMPI, or a PMI launcher).
@@ -26,7 +41,10 @@ public final class MPICommunicator: Communicator {
         return env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMI_SIZE"] != nil || env["PMIX_RANK"] != nil
     }
 
-    public func finalize() { MPI_Finalize() }
+    public func finalize() {
+        stopReducer()
+        MPI_Finalize()
+    }
 
     func check(_ rc: Int32, _ what: String) {
         if rc != disttrain_mpi_success() {
@@ -38,7 +56,8 @@ public final class MPICommunicator: Communicator {
     }
 
     /// In-place MPI_SUM over buckets of at most 2^28 elements.
-    func allreduceSum<T>(_ data: UnsafeMutablePointer<T>, count: Int, type: MPI_Datatype) {
+    func allreduceSum<T>(_ data: UnsafeMutablePointer<T>, count: Int, type: MPI_Datatype, on communicator: MPI_Comm? = nil) {
+        let comm = communicator ?? self.comm
         var off = 0
         while off < count {
             let n = min(MPICommunicator.bucket, count - off)
@@ -70,6 +89,80 @@ public final class MPICommunicator: Communicator {
     }
 
     public func barrier() { check(MPI_Barrier(comm), "MPI_Barrier") }
+
+    private var requests: [MPI_Request?] = []
+
+    // The background reducer: a queue of buckets, reduced in order with
+    // blocking MPI_Allreduce on gradientComm (the same sums as the blocking path).
+    private let queue = NSCondition()
+    private var waiting: [(UnsafeMutablePointer<Float>, Int)] = []
+    private var inFlight = 0
+    private var reducer: Thread?
+    private var stopping = false
+
+    private func reducerLoop() {
+        while true {
+            queue.lock()
+            while waiting.isEmpty && !stopping { queue.wait() }
+            if waiting.isEmpty && stopping { queue.unlock(); return }
+            let (data, count) = waiting.removeFirst()
+            queue.unlock()
+            allreduceSum(data, count: count, type: disttrain_mpi_float(), on: gradientComm!)
+            queue.lock()
+            inFlight -= 1
+            queue.broadcast()
+            queue.unlock()
+        }
+    }
+
+    private func stopReducer() {
+        guard let t = reducer else { return }
+        queue.lock(); stopping = true; queue.broadcast(); queue.unlock()
+        while !t.isFinished { usleep(1000) }
+        reducer = nil
+    }
+
+    public func startAllreduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) {
+        if backgroundReduction {
+            if reducer == nil {
+                let t = Thread { [unowned self] in self.reducerLoop() }
+                t.stackSize = 1 << 20
+                reducer = t
+                t.start()
+            }
+            queue.lock()
+            waiting.append((data, count)); inFlight += 1
+            queue.signal()
+            queue.unlock()
+            return
+        }
+        var off = 0
+        while off < count {
+            let n = min(MPICommunicator.bucket, count - off)
+            var request: MPI_Request? = disttrain_mpi_request_null()
+            check(disttrain_mpi_iallreduce_sum_float(data + off, Int32(n), comm, &request), "MPI_Iallreduce")
+            requests.append(request)
+            off += n
+        }
+    }
+
+    public func progress() {
+        guard !backgroundReduction, !requests.isEmpty else { return }
+        var done: Int32 = 0
+        check(disttrain_mpi_testall(Int32(requests.count), &requests, &done), "MPI_Testall")
+    }
+
+    public func waitAll() {
+        if backgroundReduction {
+            queue.lock()
+            while inFlight > 0 { queue.wait() }
+            queue.unlock()
+            return
+        }
+        guard !requests.isEmpty else { return }
+        check(disttrain_mpi_waitall(Int32(requests.count), &requests), "MPI_Waitall")
+        requests.removeAll(keepingCapacity: true)
+    }
 
     public func abort(_ message: String) -> Never {
         FileHandle.standardError.write(Data("[rank \(rank)] error: \(message)\n".utf8))

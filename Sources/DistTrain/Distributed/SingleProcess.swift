@@ -10,6 +10,9 @@ public final class SingleProcess: Communicator {
     public func allreduceMax(_ value: Double) -> Double { value }
     public func broadcast(_ data: UnsafeMutableRawPointer, bytes: Int) {}
     public func barrier() {}
+    public func startAllreduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) {}
+    public func progress() {}
+    public func waitAll() {}
     public func abort(_ message: String) -> Never {
         FileHandle.standardError.write(Data("error: \(message)\n".utf8))
         exit(1)

@@ -66,7 +66,8 @@ public enum Checkpoint {
                 training.parametersOnly = true
                 try StateDict.load(HDF5TensorSource(f, group: "training", what: "checkpoint (training weights)"), into: net, training)
             } else if ema != nil {
-                throw RuntimeError("checkpoint '\(path)' has no training/ weights: it was not written with --ema, so the average cannot resume")
+                throw RuntimeError("checkpoint '\(path)' has no training/ weights: it was not written with --ema, "
+                                   + "so the average cannot resume")
             }
             try StateDict.loadOptimizer(f, into: opt, of: net)
         }

@@ -9,6 +9,7 @@ public final class TrainStep {
     public let optimizer: Optimizer
     public let comm: Communicator
     public var loss: CrossEntropy
+    public let allreduce: GradientAllreduce
     let dlogits = Tensor()
 
     /// Global figures of one step (summed over ranks).
@@ -17,13 +18,18 @@ public final class TrainStep {
         public var lossSum: Double
         public var correct: Double
         public var count: Double
-        /// Seconds in the gradient all-reduce (includes waiting for the slowest rank).
+        /// Seconds of gradient all-reduce after backward, i.e. not hidden behind
+        /// it (includes waiting for the slowest rank).
         public var allreduceSeconds: Double
         public var meanLoss: Double { lossSum / count }
     }
 
-    public init(net: ResNet, optimizer: Optimizer, comm: Communicator, loss: CrossEntropy = CrossEntropy()) {
+    public init(net: ResNet, optimizer: Optimizer, comm: Communicator, loss: CrossEntropy = CrossEntropy(),
+                allreduce mode: AllreduceMode = .overlapped, bucketMiB: Double = 25) {
         self.net = net; self.optimizer = optimizer; self.comm = comm; self.loss = loss
+        let reducer = GradientAllreduce(comm: comm, store: net.store, mode: mode, bucketElements: Int(bucketMiB * 1024 * 1024 / 4))
+        allreduce = reducer
+        net.onGradientsFinal = mode == .overlapped && comm.size > 1 ? { reducer.gradientsFinal(from: $0) } : nil
     }
 
     /// x: (local batch, C, H, W) and its labels on this rank. `check` sees the
@@ -38,7 +44,7 @@ public final class TrainStep {
         let l = loss.forwardBackward(logits: logits, labels: labels, dlogits: dlogits)
         net.backward(dlogits)
         let t0 = now()
-        comm.allreduceMean(s.grads, count: s.parameterCount)
+        allreduce.finish()
         let reduce = now() - t0
         var stats = [Double(l) * Double(labels.count), Double(countCorrect(logits, labels)), Double(labels.count)]
         comm.allreduceSum(&stats)

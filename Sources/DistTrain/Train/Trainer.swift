@@ -42,7 +42,8 @@ public final class Trainer {
         ocfg.momentum = cfg.momentum
         optimizer = Optimizer(ocfg, store: evaluator.net.store)
         step = TrainStep(net: evaluator.net, optimizer: optimizer, comm: comm,
-                         loss: CrossEntropy(labelSmoothing: Float(cfg.labelSmoothing)))
+                         loss: CrossEntropy(labelSmoothing: Float(cfg.labelSmoothing)), allreduce: cfg.allreduce, bucketMiB: cfg.bucketMiB)
+        if cfg.syncBatchNorm && comm.size > 1 { evaluator.net.synchroniseBatchNorm { comm.allreduceSum($0, count: $1) } }
         metrics = MetricsLog(dir: cfg.run)
         ema = cfg.ema > 0 ? WeightEMA(decay: cfg.ema, store: evaluator.net.store) : nil
         if comm.isRoot {
@@ -96,7 +97,7 @@ public final class Trainer {
 
     public var schedule: LRSchedule {
         let spe = max(sampler.stepsPerEpoch, 1)
-        var s = LRSchedule(kind: config.schedule, base: Float(config.lr), totalSteps: config.epochs * spe,
+        var s = LRSchedule(kind: config.schedule, base: Float(config.effectiveLR), totalSteps: config.epochs * spe,
                            warmupSteps: Int(config.warmupEpochs * Double(spe)))
         s.stepEvery = max(1, config.epochs / 3) * spe
         return s
@@ -115,6 +116,11 @@ public final class Trainer {
         console.line("training \(config.arch.rawValue) (\(config.method.rawValue)) on \(trainSplit.count) images, "
             + "\(comm.size) rank(s) x \(Parallel.threads) thread(s), global batch \(config.batchSize), "
             + "\(sampler.stepsPerEpoch) steps/epoch, epochs \(start)...\(config.epochs)")
+        let scaled = config.lrScaling == .none ? ""
+            : " (\(config.lrScaling.rawValue) scaling of \(config.lr) at batch \(config.referenceBatch))"
+        console.line(String(format: "peak lr %.4g%@, %@ warm-up %.3g epoch(s); all-reduce %@ in %d bucket(s)%@", config.effectiveLR, scaled,
+                            config.schedule.rawValue, config.warmupEpochs, config.allreduce.rawValue, step.allreduce.buckets.count,
+                            config.syncBatchNorm ? ", SyncBatchNorm" : ""))
         var done = 0
         for epoch in start...config.epochs {
             let t0 = now()
