@@ -84,6 +84,13 @@ public enum EvalStage {
         enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         try durableWrite(dir + "/summary.json", data: try enc.encode(full))
         try ReportPage.html(full, cams: cams, rows: rowsHTML).write(toFile: dir + "/index.html", atomically: true, encoding: .utf8)
+        // The figures in TensorBoard too, at the last epoch.
+        let events = try EventWriter(dir: cfg.run)
+        let figures = ["cam-grid", "loss", "accuracy", "roc", "reliability"]
+        for name in figures where FileManager.default.fileExists(atPath: "\(dir)/\(name).png") {
+            let png = try RasterImage.read("\(dir)/\(name).png")
+            try events.image("report/\(name)", png: "\(dir)/\(name).png", width: png.width, height: png.height, step: rows.count)
+        }
         print(String(format: "report: %@/index.html (%.0f s)", dir, now() - t0))
         return full
     }

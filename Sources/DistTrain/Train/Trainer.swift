@@ -17,6 +17,8 @@ public final class Trainer {
     public private(set) var state = TrainState()
     let step: TrainStep
     var metrics: MetricsLog
+    /// Rank 0's TensorBoard events (per-step train loss, per-epoch figures).
+    var events: EventWriter?
     let debug: Bool
     let console: Console
     let x = Tensor()
@@ -121,6 +123,8 @@ public final class Trainer {
         console.line(String(format: "peak lr %.4g%@, %@ warm-up %.3g epoch(s); all-reduce %@ in %d bucket(s)%@", config.effectiveLR, scaled,
                             config.schedule.rawValue, config.warmupEpochs, config.allreduce.rawValue, step.allreduce.buckets.count,
                             config.syncBatchNorm ? ", SyncBatchNorm" : ""))
+        // TensorBoard: a new event file per process; a resumed run tells readers where it restarts.
+        events = comm.isRoot ? try EventWriter(dir: config.run, resumeStep: state.step > 0 ? state.step : nil) : nil
         var done = 0
         for epoch in start...config.epochs {
             let t0 = now()
@@ -145,6 +149,10 @@ public final class Trainer {
                                             lr: train.lastLR, seconds: seconds, imagesPerSecond: train.imagesPerSecond,
                                             peakRSSMiB: rss.max() ?? .nan))
                 try saveCheckpoints(epoch: epoch, best: state.bestEpoch == epoch)
+                try events?.scalars([("loss/train", train.loss), ("loss/val", val.loss), ("loss/test", test.loss),
+                                     ("accuracy/train", train.accuracy), ("accuracy/val", val.accuracy), ("accuracy/test", test.accuracy),
+                                     ("auc/val", val.auc), ("auc/test", test.auc), ("lr", train.lastLR),
+                                     ("images_per_second", train.imagesPerSecond)], step: epoch)
                 let rssText = rss.map { String(format: "%.0f", $0) }.joined(separator: "/")
                 console.line(String(format: "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | "
                                     + "test loss %.4f acc %.4f auc %.4f | %.1f img/s, %@, peak RSS %@ MiB%@",
@@ -199,6 +207,7 @@ public final class Trainer {
             }
             state.step += 1
             ema?.update(from: net.store)
+            try events?.scalars([("loss/train_step", r.meanLoss)], step: state.step)
             lossSum += r.lossSum; correct += r.correct; seen += r.count
             let elapsed = now() - t0, ips = seen / elapsed
             let eta = elapsed / Double(i + 1) * Double(steps - i - 1)
