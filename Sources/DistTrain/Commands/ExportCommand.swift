@@ -1,0 +1,29 @@
+import ArgumentParser
+import Foundation
+import Net
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a run's model as ONNX (opset 17): the inference graph with BatchNorm folded, softmax probabilities out.",
+        discussion: """
+        The input is the normalised image [batch, C, S, S]; the normalisation (mean, std), input size, class names and \\
+        architecture are in the model's metadata_props. Example: disttrain export checkpoints/transfer --onnx transfer.onnx
+        """)
+
+    @Argument(help: "The run folder.") var runDir: String
+    @Option(help: "Output .onnx file.") var onnx: String
+    @Option(help: "best, last, or a checkpoint file.") var checkpoint: String = "best"
+
+    func run() throws {
+        let cfg = try TrainConfig.load(runDir + "/config.json")
+        let path = ["best", "last"].contains(checkpoint) ? "\(runDir)/ckpt/\(checkpoint).h5" : checkpoint
+        let net = ResNet(cfg.netConfig)
+        try Checkpoint.load(path, into: net)
+        let meta = ONNXExport.Metadata(mean: cfg.mean, std: cfg.std, classNames: cfg.classNames, imageSize: cfg.imageSize,
+                                       arch: cfg.arch.rawValue)
+        let bytes = ONNXExport.model(net, metadata: meta)
+        try durableWrite(onnx, data: Data(bytes))
+        print(String(format: "wrote %@ (%.1f MB): %@, %d input channel(s), %dx%d, %d classes, from %@", onnx, Double(bytes.count) / 1e6,
+                     cfg.arch.rawValue, cfg.inChannels, cfg.imageSize, cfg.imageSize, cfg.numClasses, path))
+    }
+}
