@@ -80,6 +80,10 @@ final class HardeningTests: XCTestCase {
         let deep = [0x80, 0x02] + [UInt8](repeating: 0x5D, count: 100_000) + [UInt8](repeating: 0x61, count: 99_999) + [0x2E]
         try write(torchFile(deep), to: dir + "/deep.pth")
         assertError(try PyTorchImport.read(dir + "/deep.pth"), contains: "nests deeper")
+        // Growing a list after it was nested (through the memo): repeated, a chain whose stored depths stay at 2.
+        // L0, memo 0, L1, memo 1, APPEND L1 to L0, LONG_BINGET L1, L2, APPEND L2 to L1: refused.
+        try write(torchFile([0x80, 0x02, 0x5D, 0x94, 0x5D, 0x94, 0x61, 0x6A] + le32(1) + [0x5D, 0x61, 0x2E]), to: dir + "/grow.pth")
+        assertError(try PyTorchImport.read(dir + "/grow.pth"), contains: "already nested")
         // d = {}; d["state_dict"] = d
         let cyclic: [UInt8] = [0x80, 0x02, 0x7D, 0x71, 0x00] + Pickle.str("state_dict") + [0x68, 0x00, 0x73, 0x2E]
         try write(torchFile(cyclic), to: dir + "/cyclic.pth")

@@ -3,9 +3,12 @@ import Foundation
 struct TensorRef { var key: String; var dtype: String; var offset: Int; var shape: [Int]; var stride: [Int] }
 
 /// Containers remember how deeply they nest (1 = holds no container), so a
-/// hostile pickle cannot build a structure whose walk or release overflows the stack.
-final class PickleList { var items: [PickleValue] = []; var depth = 1 }
-final class PickleDict { var items: [(PickleValue, PickleValue)] = []; var depth = 1 }
+/// hostile pickle cannot build a structure whose walk or release overflows the
+/// stack. Once inside another container (or a tuple) a container is `attached`
+/// and may not grow: its parent's depth would go stale (a chain built through
+/// the memo). Pickles of state dicts fill every container before nesting it.
+final class PickleList { var items: [PickleValue] = []; var depth = 1; var attached = false }
+final class PickleDict { var items: [(PickleValue, PickleValue)] = []; var depth = 1; var attached = false }
 
 indirect enum PickleValue {
     case none, bool(Bool), int(Int), float(Double), string(String), bytes(Data)
@@ -52,14 +55,27 @@ struct PickleReader {
 
     /// `v` as it goes into a container of depth `current`: the container's new depth, checked.
     func nest(_ v: PickleValue, into current: Int) throws -> Int {
+        if case .list(let l) = v { l.attached = true }
+        if case .dict(let d) = v { d.attached = true }
         let d = max(current, 1 + depth(v))
         guard d <= PickleReader.maxDepth else { throw fail("pickle nests deeper than \(PickleReader.maxDepth) levels") }
         return d
     }
 
     mutating func pushTuple(_ items: [PickleValue]) throws {
+        for v in items { _ = try nest(v, into: 0) }
         _ = try nest(.tuple(items), into: 0)
         stack.append(.tuple(items))
+    }
+
+    /// The list or dict on top of the stack, if it may still grow.
+    func growing(_ what: String) throws -> PickleValue {
+        guard let top = stack.last else { throw fail("\(what) on an empty stack") }
+        var attached = false
+        if case .list(let l) = top { attached = l.attached }
+        if case .dict(let d) = top { attached = d.attached }
+        guard !attached else { throw fail("\(what) into a container already nested in another (not a state dict)") }
+        return top
     }
 
     mutating func u8() throws -> Int {
@@ -152,22 +168,22 @@ struct PickleReader {
             case 0x87: let c = try pop(), b = try pop(), a = try pop(); try pushTuple([a, b, c])
             case 0x61:                                                   // APPEND
                 let v = try pop()
-                guard case .list(let l) = stack.last else { throw fail("APPEND to a non-list") }
+                guard case .list(let l) = try growing("APPEND") else { throw fail("APPEND to a non-list") }
                 l.depth = try nest(v, into: l.depth)
                 l.items.append(v)
             case 0x65:                                                   // APPENDS
                 let items = try popToMark()
-                guard case .list(let l) = stack.last else { throw fail("APPENDS to a non-list") }
+                guard case .list(let l) = try growing("APPENDS") else { throw fail("APPENDS to a non-list") }
                 for v in items { l.depth = try nest(v, into: l.depth) }
                 l.items += items
             case 0x73:                                                   // SETITEM
                 let v = try pop(), k = try pop()
-                guard case .dict(let d) = stack.last else { throw fail("SETITEM on a non-dict") }
+                guard case .dict(let d) = try growing("SETITEM") else { throw fail("SETITEM on a non-dict") }
                 d.depth = try nest(v, into: try nest(k, into: d.depth))
                 d.items.append((k, v))
             case 0x75:                                                   // SETITEMS
                 let items = try popToMark()
-                guard case .dict(let d) = stack.last else { throw fail("SETITEMS on a non-dict") }
+                guard case .dict(let d) = try growing("SETITEMS") else { throw fail("SETITEMS on a non-dict") }
                 for v in items { d.depth = try nest(v, into: d.depth) }
                 var i = 0
                 while i + 1 < items.count { d.items.append((items[i], items[i + 1])); i += 2 }
