@@ -1,4 +1,4 @@
-import DistTrain
+@testable import DistTrain
 import Foundation
 import Net
 import XCTest
@@ -148,5 +148,25 @@ final class StructureTests: XCTestCase {
                                 "--warmup", "1", "--threads", "1", "--json"])
         XCTAssertEqual(b.status, 0, b.output)
         XCTAssertTrue(b.output.contains("\"img_per_s\""), b.output)
+    }
+}
+
+/// The report's inline SVG plots: round ticks, labels, legend, marker, tooltips, escaped text.
+final class SVGPlotTests: XCTestCase {
+    func testTicksAreRoundAndCoverTheRange() {
+        XCTAssertEqual(SVGPlot.ticks(0, 1), [0, 0.2, 0.4, 0.6, 0.8, 1])
+        XCTAssertEqual(SVGPlot.ticks(1, 40), [10, 20, 30, 40])
+        XCTAssertEqual(SVGPlot.ticks(0.4, 1).first!, 0.4, accuracy: 1e-12)
+    }
+
+    func testPlotCarriesItsTextAndEscapesIt() {
+        let p = SVGPlot(title: "Loss <train>", xLabel: "epoch", yLabel: "cross-entropy",
+                        series: [.init(name: "val", color: "#ff7f0e", points: [(1, 0.9), (2, 0.5), (3, .nan)])],
+                        marker: (x: 2, label: "best epoch 2"))
+        let svg = p.svg
+        for text in ["Loss &lt;train&gt;", ">epoch<", ">cross-entropy<", ">val<", "best epoch 2", "<title>val: 2, 0.5000</title>"] {
+            XCTAssertTrue(svg.contains(text), text)
+        }
+        XCTAssertEqual(svg.components(separatedBy: "<circle").count - 1, 2, "NaN points are left out")
     }
 }

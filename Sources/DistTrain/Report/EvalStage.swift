@@ -83,7 +83,10 @@ public enum EvalStage {
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         try durableWrite(dir + "/summary.json", data: try enc.encode(full))
-        try ReportPage.html(full, cams: cams, rows: rowsHTML).write(toFile: dir + "/index.html", atomically: true, encoding: .utf8)
+        let plots = ReportFigures.svgPlots(rows, bestEpoch: full.bestEpoch ?? 0, labels: test.labels, scores: test.scores,
+                                           auc: full.test.auc, evidence: full.evidence)
+        try ReportPage.html(full, cams: cams, rows: rowsHTML, plots: plots)
+            .write(toFile: dir + "/index.html", atomically: true, encoding: .utf8)
         // The figures in TensorBoard too, at the last epoch.
         let events = try EventWriter(dir: cfg.run)
         let figures = ["cam-grid", "loss", "accuracy", "roc", "reliability"]

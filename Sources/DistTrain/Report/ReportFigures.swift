@@ -18,6 +18,40 @@ enum ReportFigures {
         try linePlot(perSplit(\.trainAccuracy, \.accuracy), yRange: (0.4, 1.0)).write(dir + "/accuracy.png")
     }
 
+    /// The curves, ROC and reliability diagram as labelled inline SVG for index.html.
+    static func svgPlots(_ rows: [EpochRow], bestEpoch: Int, labels: [Int], scores: [Double], auc: Double,
+                         evidence: RunEvidence?) -> [String] {
+        let colors = ["train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"]
+        func curve(_ f: (EpochRow) -> Double) -> [(Double, Double)] { rows.map { (Double($0.epoch), f($0)) } }
+        func perSplit(_ train: (EpochRow) -> Double, _ eval: (SplitMetrics) -> Double) -> [SVGPlot.Series] {
+            [SVGPlot.Series(name: "train", color: colors["train"]!, points: curve(train)),
+             SVGPlot.Series(name: "val", color: colors["val"]!, points: curve { eval($0.val) }),
+             SVGPlot.Series(name: "test", color: colors["test"]!, points: curve { eval($0.test) })]
+        }
+        let best = bestEpoch > 0 ? (x: Double(bestEpoch), label: "best epoch \(bestEpoch)") : nil
+        var plots = [
+            SVGPlot(title: "Loss", xLabel: "epoch", yLabel: "cross-entropy", series: perSplit({ $0.trainLoss }, { $0.loss }),
+                    marker: best).svg,
+            SVGPlot(title: "Accuracy", xLabel: "epoch", yLabel: "accuracy", series: perSplit({ $0.trainAccuracy }, { $0.accuracy }),
+                    yRange: (0.4, 1), marker: best).svg,
+        ]
+        if !labels.isEmpty {
+            plots.append(SVGPlot(title: String(format: "ROC (test), AUC %.4f", auc), xLabel: "false positive rate",
+                                 yLabel: "true positive rate",
+                                 series: [SVGPlot.Series(name: "model", color: "#c81e1e", points: rocCurve(labels: labels, scores: scores)),
+                                          SVGPlot.Series(name: "chance", color: "#a0a0a0", points: [(0, 0), (1, 1)])],
+                                 xRange: (0, 1), yRange: (0, 1), width: 340).svg)
+        }
+        if let e = evidence {
+            let pts = e.reliability.filter { $0.count > 0 }.map { ($0.meanConfidence, $0.accuracy) }
+            plots.append(SVGPlot(title: String(format: "Reliability (test), ECE %.4f", e.ece), xLabel: "confidence", yLabel: "accuracy",
+                                 series: [SVGPlot.Series(name: "model", color: "#c81e1e", points: pts),
+                                          SVGPlot.Series(name: "calibrated", color: "#a0a0a0", points: [(0.5, 0.5), (1, 1)])],
+                                 xRange: (0.5, 1), yRange: (0, 1), width: 340).svg)
+        }
+        return plots
+    }
+
     /// roc.png: the test ROC curve against the diagonal.
     static func roc(labels: [Int], scores: [Double], dir: String) throws {
         try linePlot([(rocCurve(labels: labels, scores: scores), (200, 30, 30)), ([(0, 0), (1, 1)], (160, 160, 160))],

@@ -13,7 +13,7 @@ enum ReportPage {
             + columns.map { "<td><img src=\"cams/\(name)-\($0).png\" width=\"\(min(size, 160))\"></td>" }.joined() + "</tr>"
     }
 
-    static func html(_ s: EvalSummary, cams: [CAMKind], rows: [String]) -> String {
+    static func html(_ s: EvalSummary, cams: [CAMKind], rows: [String], plots: [String] = []) -> String {
         func f(_ v: Double) -> String { v.isFinite ? String(format: "%.4f", v) : "n/a" }
         let metricRows = [("val", s.val), ("test", s.test)].filter { $0.1.count > 0 }.map { n, m in
             "<tr><td>\(n)</td><td>\(m.count)</td>"
@@ -46,10 +46,9 @@ enum ReportPage {
         \(cleanSection(s.clean))
         \(ttaSection(s.tta))
         <h2>Curves per epoch</h2>
-        <p class=key><span style="background:#1f77b4"></span>train<span style="background:#ff7f0e"></span>val
-        <span style="background:#2ca02c"></span>test (x: epoch 1 to \(s.epochs ?? 0); loss from 0, accuracy from 0.4 to 1)</p>
-        <p><img src="loss.png" alt="loss"> <img src="accuracy.png" alt="accuracy">
-        <img src="roc.png" alt="ROC curve (test): false positive rate vs true positive rate"></p>
+        <p>\(plots.joined(separator: " "))</p>
+        <p>As PNG files: <a href="loss.png">loss</a>, <a href="accuracy.png">accuracy</a>, <a href="roc.png">ROC</a>
+        (train blue, val orange, test green; loss from 0, accuracy from 0.4 to 1).</p>
         <h2>First-layer kernels</h2><p>conv1, one tile per output channel; gray = 0, white positive, black negative, one scale for all.</p>
         <p><img src="kernels.png" alt="conv1 kernels"></p>
         \(localizationTable(s.localization))
