@@ -31,19 +31,7 @@ final class EMATests: XCTestCase {
         XCTAssertEqual(Array(UnsafeBufferPointer(start: s.values, count: s.parameterCount)), weights, "training weights restored")
     }
 
-    func tensors(_ path: String) throws -> [String: [Float]] {
-        let f = try HDF5File(path)
-        var out: [String: [Float]] = [:]
-        for g in ["model", "training"] where f.exists(g) {
-            for name in try f.members(g) where !name.hasSuffix("num_batches_tracked") {
-                out["\(g)/\(name)"] = try f.readFloats("\(g)/\(name)").values
-            }
-        }
-        for name in try f.members("optimizer") where name != "steps" {
-            out["optimizer/\(name)"] = try f.readFloats("optimizer/\(name)/momentum_buffer").values
-        }
-        return out
-    }
+    func tensors(_ path: String) throws -> [String: [Float]] { try checkpointTensors(path) }
 
     func testResumeWithTheAverageIsBitExactAndBestHoldsTheAverage() throws {
         let a = makeTempDir("ema-a"), b = makeTempDir("ema-b")

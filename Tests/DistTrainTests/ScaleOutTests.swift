@@ -18,17 +18,7 @@ final class ScaleOutTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.output)
     }
 
-    func models(_ run: String) throws -> [String: [Float]] {
-        let f = try HDF5File(run + "/ckpt/last.h5")
-        var out: [String: [Float]] = [:]
-        for name in try f.members("model") where !name.hasSuffix("num_batches_tracked") {
-            out[name] = try f.readFloats("model/" + name).values
-        }
-        for name in try f.members("optimizer") where name != "steps" {
-            out["optimizer/" + name] = try f.readFloats("optimizer/\(name)/momentum_buffer").values
-        }
-        return out
-    }
+    func models(_ run: String) throws -> [String: [Float]] { try checkpointTensors(run + "/ckpt/last.h5") }
 
     /// The same buckets reduced while backward runs or after it: the same bits
     /// (17 buckets of 10 KiB, so most of them start during backward).

@@ -103,3 +103,19 @@ func smallRunConfig(data: String, run: String, epochs: Int, seed: UInt64) -> Tra
     c.inChannels = ds.channels; c.numClasses = 2; c.classNames = ds.classNames; c.mean = ds.mean; c.std = ds.std
     return c
 }
+
+/// Every tensor of a checkpoint as floats by path: model/<key>, training/<key> (--ema),
+/// optimizer/<key>/<state> and optimizer/steps; counters included.
+func checkpointTensors(_ path: String) throws -> [String: [Float]] {
+    let f = try HDF5File(path)
+    var out: [String: [Float]] = [:]
+    for g in ["model", "training", "optimizer"] where f.exists(g) {
+        for name in try f.members(g) {
+            if let v = try? f.readFloats("\(g)/\(name)").values { out["\(g)/\(name)"] = v }
+            for sub in (try? f.members("\(g)/\(name)")) ?? [] {
+                out["\(g)/\(name)/\(sub)"] = try f.readFloats("\(g)/\(name)/\(sub)").values
+            }
+        }
+    }
+    return out
+}

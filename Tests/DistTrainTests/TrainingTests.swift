@@ -11,17 +11,7 @@ final class TrainingTests: XCTestCase {
         smallRunConfig(data: TrainingTests.data, run: run, epochs: epochs, seed: 3)
     }
 
-    func modelAndOptimizer(_ path: String) throws -> [String: [Float]] {
-        let f = try HDF5File(path)
-        var out: [String: [Float]] = [:]
-        for g in ["model", "optimizer"] {
-            for name in try f.members(g) where f.exists("\(g)/\(name)") {
-                if let v = try? f.readFloats("\(g)/\(name)").values { out["\(g)/\(name)"] = v }
-                for sub in (try? f.members("\(g)/\(name)")) ?? [] { out["\(g)/\(name)/\(sub)"] = try f.readFloats("\(g)/\(name)/\(sub)").values }
-            }
-        }
-        return out
-    }
+    func modelAndOptimizer(_ path: String) throws -> [String: [Float]] { try checkpointTensors(path) }
 
     func testTrainWritesRunFolder() throws {
         let run = makeTempDir("run")

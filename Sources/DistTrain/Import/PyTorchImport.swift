@@ -165,12 +165,10 @@ public enum PyTorchImport {
             throw RuntimeError("'\(path)': '\(name)' points outside the file")
         }
         var out = [Float](repeating: 0, count: count)
-        try data.withUnsafeBytes { raw in
+        data.withUnsafeBytes { raw in
             let base = raw.baseAddress! + range.lowerBound
             for i in 0..<count {
-                let e = index(i)
-                guard e >= 0 && e < avail else { throw RuntimeError("'\(path)': '\(name)' reads past its storage") }
-                let p = base + e * size
+                let p = base + index(i) * size  // inside the storage: checked above for the whole view
                 switch dtype {
                 case "F32": out[i] = Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(as: UInt32.self)))
                 case "F16": out[i] = halfToFloat(UInt16(littleEndian: p.loadUnaligned(as: UInt16.self)))

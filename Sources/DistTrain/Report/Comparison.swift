@@ -48,10 +48,17 @@ struct Comparison {
     let summaries: [EvalSummary]
     let runs: [String]
     let predictions: [TestPredictions?]
+    /// Runs by method, with their seed statistics and ensembles (bootstraps: computed once).
+    let groups: [MethodGroup]
+    /// Transfer against scratch on the same images, when both have per-image predictions.
+    let paired: PairedComparison?
 
     init(summaries: [EvalSummary], runs: [String], predictions: [TestPredictions?]? = nil) {
         self.summaries = summaries; self.runs = runs
-        self.predictions = predictions ?? Array(repeating: nil, count: summaries.count)
+        let predictions = predictions ?? Array(repeating: nil, count: summaries.count)
+        self.predictions = predictions
+        groups = Comparison.group(summaries, predictions)
+        paired = Comparison.pair(groups, predictions)
     }
 
     static let columns = ["method", "arch", "image size", "best epoch", "epochs", "val accuracy", "val loss", "test accuracy",
@@ -74,7 +81,7 @@ struct Comparison {
                 ((s.run ?? "") as NSString).lastPathComponent]
     }
 
-    var groups: [MethodGroup] {
+    static func group(_ summaries: [EvalSummary], _ predictions: [TestPredictions?]) -> [MethodGroup] {
         var order: [String] = []
         var byMethod: [String: [Int]] = [:]
         for (i, s) in summaries.enumerated() {
@@ -103,8 +110,7 @@ struct Comparison {
 
     /// Transfer against scratch on the same images: the seed ensembles when a
     /// method has several runs, else the runs themselves.
-    var paired: PairedComparison? {
-        let g = groups
+    static func pair(_ g: [MethodGroup], _ predictions: [TestPredictions?]) -> PairedComparison? {
         guard let scratch = g.first(where: { $0.method == "scratch" }), let transfer = g.first(where: { $0.method == "transfer" }) else {
             return nil
         }

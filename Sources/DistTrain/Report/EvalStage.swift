@@ -91,8 +91,7 @@ public enum EvalStage {
         let events = try EventWriter(dir: cfg.run)
         let figures = ["cam-grid", "loss", "accuracy", "roc", "reliability"]
         for name in figures where FileManager.default.fileExists(atPath: "\(dir)/\(name).png") {
-            let png = try RasterImage.read("\(dir)/\(name).png")
-            try events.image("report/\(name)", png: "\(dir)/\(name).png", width: png.width, height: png.height, step: rows.count)
+            try events.image("report/\(name)", png: "\(dir)/\(name).png", step: rows.count)
         }
         print(String(format: "report: %@/index.html (%.0f s)", dir, now() - t0))
         return full

@@ -61,7 +61,7 @@ public enum Checkpoint {
         try StateDict.load(HDF5TensorSource(f, group: "model", what: "checkpoint"), into: net)
         if let opt = optimizer {
             if f.exists("training") {
-                ema?.load(Array(UnsafeBufferPointer(start: net.store.values, count: net.store.parameterCount)))
+                ema?.reset(to: net.store)
                 var training = StateDict.Options()
                 training.parametersOnly = true
                 try StateDict.load(HDF5TensorSource(f, group: "training", what: "checkpoint (training weights)"), into: net, training)

@@ -56,6 +56,7 @@ public enum StateDict {
         public var skipped: [String] = []
     }
 
+    @discardableResult
     public static func load(_ source: TensorSource, into net: ResNet, _ options: Options = Options()) throws -> Report {
         let s = net.store
         var report = Report()

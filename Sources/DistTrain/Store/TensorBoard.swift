@@ -1,7 +1,7 @@
 import Foundation
 
 // TensorBoard event files, written by our own code (rank 0 only):
-// `RUN/events.out.tfevents.<seconds>.<host>.<pid>`, one file per process run,
+// `RUN/events.out.tfevents.<seconds>.<host>.<pid>.<n>`, new files per process,
 // so `tensorboard --logdir checkpoints` shows every run's curves live.
 //
 // Framing (TFRecord): uint64 length, uint32 masked CRC-32C of the length,
@@ -102,9 +102,13 @@ public final class EventWriter {
         }
     }
 
-    /// A PNG file as an image summary at `step`.
-    public func image(_ tag: String, png: String, width: Int, height: Int, step: Int) throws {
-        guard let bytes = FileManager.default.contents(atPath: png) else { throw RuntimeError("cannot read '\(png)' for TensorBoard") }
+    /// A PNG file as an image summary at `step` (its size from the PNG's IHDR).
+    public func image(_ tag: String, png: String, step: Int) throws {
+        guard let bytes = FileManager.default.contents(atPath: png), bytes.count >= 24 else {
+            throw RuntimeError("cannot read the PNG '\(png)' for TensorBoard")
+        }
+        func be32(_ o: Int) -> Int { (o..<(o + 4)).reduce(0) { $0 << 8 | Int(bytes[bytes.startIndex + $1]) } }
+        let width = be32(16), height = be32(20)
         try event(step: Int64(step)) { e in
             e.message(5) { s in
                 s.message(1) { v in
@@ -127,9 +131,10 @@ public final class EventWriter {
         withUnsafeBytes(of: CRC32C.masked(lengthBytes).littleEndian) { record += $0 }
         record += e.bytes
         withUnsafeBytes(of: CRC32C.masked(e.bytes).littleEndian) { record += $0 }
+        // One write per record, so a reader (tensorboard) sees whole records as they come;
+        // no fsync per record: this runs every training step.
         do {
             try handle.write(contentsOf: Data(record))
-            try handle.synchronize()
         } catch {
             throw RuntimeError("cannot write the TensorBoard event file '\(path)': \(error.localizedDescription)")
         }

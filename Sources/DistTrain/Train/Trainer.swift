@@ -57,7 +57,7 @@ public final class Trainer {
                 if cfg.method == .transfer {
                     console.line(try Transfer.loadSource(cfg.pretrained, into: net, adapt: cfg.adaptConv1))
                 }
-                ema?.load(Array(UnsafeBufferPointer(start: net.store.values, count: net.store.parameterCount)))
+                ema?.reset(to: net.store)
             }
         }
         ReplicaSync.broadcastModel(net, comm)

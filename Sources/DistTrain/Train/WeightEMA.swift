@@ -14,7 +14,8 @@ public final class WeightEMA {
     /// Starts from the current weights (the initialisation or the transfer source).
     public init(decay: Double, store: ParameterStore) {
         self.decay = Float(decay)
-        values = Array(UnsafeBufferPointer(start: store.values, count: store.parameterCount))
+        values = []
+        reset(to: store)
     }
 
     public func update(from store: ParameterStore) {
@@ -39,7 +40,12 @@ public final class WeightEMA {
         return try body()
     }
 
-    /// Replaces the average (resume, broadcast).
+    /// Restarts the average at the model's current weights (a new run; resume before the training weights load).
+    public func reset(to store: ParameterStore) {
+        values = Array(UnsafeBufferPointer(start: store.values, count: store.parameterCount))
+    }
+
+    /// Replaces the average (broadcast).
     public func load(_ v: [Float]) {
         precondition(v.count == values.count)
         values = v
