@@ -40,7 +40,8 @@ final class ReportTests: XCTestCase {
             let s = try EvalStage.run(config: cfg, comm: SingleProcess(), checkpoint: c.run + "/ckpt/best.h5",
                                       cams: [.gradcam, .hirescam, .eigencam, .ablationcam])
             XCTAssertEqual(s.test.count, 8)
-            for f in ["index.html", "summary.json", "loss.png", "accuracy.png", "roc.png", "kernels.png", "cam-grid.png"] {
+            for f in ["index.html", "summary.json", "loss.png", "accuracy.png", "lr.png", "roc.png", "reliability.png", "confusion.png",
+                      "kernels.png", "cam-grid.png"] {
                 XCTAssertTrue(FileManager.default.fileExists(atPath: "\(c.run)/report/\(f)"), f)
             }
             let html = try String(contentsOfFile: c.run + "/report/index.html", encoding: .utf8)
@@ -53,6 +54,9 @@ final class ReportTests: XCTestCase {
         let r = try runCommand([disttrainBinary, "report"] + runs + ["--out", root + "/cmp"])
         XCTAssertEqual(r.status, 0, r.output)
         XCTAssertTrue(try String(contentsOfFile: root + "/cmp/comparison.csv", encoding: .utf8).hasPrefix("method,arch,image size"))
+        let page = try String(contentsOfFile: root + "/cmp/index.html", encoding: .utf8)
+        XCTAssertTrue(page.contains("Validation accuracy per epoch") && page.contains(">scratch-b<"), "one curve per run, named by its folder")
+        XCTAssertEqual(try RasterImage.read(root + "/cmp/val-accuracy.png").width, 480)
         // predict writes exactly the files DESIGN.md names.
         let names = try Dataset(path: try TrainConfig.load(runs[0] + "/config.json").dataset).filenames()
         let images = [root + "/data/" + names[0], root + "/data/" + names[1]]

@@ -151,22 +151,84 @@ final class StructureTests: XCTestCase {
     }
 }
 
-/// The report's inline SVG plots: round ticks, labels, legend, marker, tooltips, escaped text.
-final class SVGPlotTests: XCTestCase {
+/// The report's plots, as inline SVG and as PNG with the bitmap font: round
+/// ticks, labels, legend, marker, tooltips, escaped text.
+final class PlotTests: XCTestCase {
     func testTicksAreRoundAndCoverTheRange() {
-        XCTAssertEqual(SVGPlot.ticks(0, 1), [0, 0.2, 0.4, 0.6, 0.8, 1])
-        XCTAssertEqual(SVGPlot.ticks(1, 40), [10, 20, 30, 40])
-        XCTAssertEqual(SVGPlot.ticks(0.4, 1).first!, 0.4, accuracy: 1e-12)
+        XCTAssertEqual(Plot.ticks(0, 1), [0, 0.2, 0.4, 0.6, 0.8, 1])
+        XCTAssertEqual(Plot.ticks(1, 40), [10, 20, 30, 40])
+        XCTAssertEqual(Plot.ticks(0.4, 1).first!, 0.4, accuracy: 1e-12)
     }
 
     func testPlotCarriesItsTextAndEscapesIt() {
-        let p = SVGPlot(title: "Loss <train>", xLabel: "epoch", yLabel: "cross-entropy",
-                        series: [.init(name: "val", color: "#ff7f0e", points: [(1, 0.9), (2, 0.5), (3, .nan)])],
+        let p = Plot(title: "Loss <train>", xLabel: "epoch", yLabel: "cross-entropy",
+                        series: [.init(name: "val", color: .val, points: [(1, 0.9), (2, 0.5), (3, .nan)])],
                         marker: (x: 2, label: "best epoch 2"))
         let svg = p.svg
         for text in ["Loss &lt;train&gt;", ">epoch<", ">cross-entropy<", ">val<", "best epoch 2", "<title>val: 2, 0.5000</title>"] {
             XCTAssertTrue(svg.contains(text), text)
         }
         XCTAssertEqual(svg.components(separatedBy: "<circle").count - 1, 2, "NaN points are left out")
+    }
+
+    func testBitmapTextDrawsTheFontsGlyphAtItsAnchorAndRotated() {
+        let g = BitmapFont.glyphs[Int(UnicodeScalar("A").value) - 32]
+        XCTAssertEqual(BitmapFont.glyphs.count, 95)
+        XCTAssertGreaterThan(g.map { $0.nonzeroBitCount }.reduce(0, +), 10, "the font has an A")
+        var h = Canvas(width: 40, height: 20), v = Canvas(width: 20, height: 40)
+        h.text("A", x: 20, y: 2, color: .model, anchor: .middle)  // 7 px wide: starts 3 px left of 20
+        v.text("A", x: 2, y: 30, color: .model, vertical: true)  // reads upwards from y = 30
+        for row in 0..<BitmapFont.height {
+            for col in 0..<8 {
+                let on = g[row] & (0x80 >> UInt8(col)) != 0
+                XCTAssertEqual(h.color(17 + col, 2 + row) == .model, on, "row \(row) col \(col)")
+                XCTAssertEqual(v.color(2 + row, 30 - col) == .model, on, "rotated row \(row) col \(col)")
+            }
+        }
+        var e = Canvas(width: 40, height: 20)
+        e.text("é", x: 0, y: 0, color: .model)
+        var q = Canvas(width: 40, height: 20)
+        q.text("?", x: 0, y: 0, color: .model)
+        XCTAssertEqual(e.pixels, q.pixels, "outside ASCII draws as ?")
+    }
+
+    func testPlotPNGHasTitleLegendTicksAndMarker() {
+        let p = Plot(title: "Loss", xLabel: "epoch", yLabel: "cross-entropy",
+                     series: [.init(name: "train", color: .train, points: [(1, 0.9), (2, 0.5), (3, 0.3)]),
+                              .init(name: "val", color: .val, points: [(1, 1.0), (2, .nan), (3, 0.6)])],
+                     marker: (x: 2, label: "best epoch 2"))
+        let c = p.canvas, fr = p.frame
+        func ink(_ x0: Int, _ x1: Int, _ y0: Int, _ y1: Int) -> Int {
+            var n = 0
+            for y in y0..<y1 { for x in x0..<x1 where c.color(x, y) == .axis { n += 1 } }
+            return n
+        }
+        let titleWidth = Canvas.textWidth("Loss")
+        XCTAssertGreaterThan(ink(p.width / 2 - titleWidth / 2, p.width / 2 + titleWidth / 2 + 1, 3, 16), 20, "title centred on top")
+        XCTAssertEqual(ink(0, p.width / 2 - titleWidth / 2 - 2, 0, 18), 0, "nothing else on the title line")
+        for (x, s) in p.legend(textWidth: { Double(Canvas.textWidth($0)) }) {
+            XCTAssertEqual(c.color(Int(x) + 5, 28), s.color, "legend swatch of \(s.name)")
+            XCTAssertGreaterThan(ink(Int(x) + 14, Int(x) + 14 + Canvas.textWidth(s.name), 21, 34), 10, "legend name \(s.name)")
+        }
+        for t in fr.yTicks {  // a label left of the axis at every tick
+            let y = Int(fr.py(t).rounded())
+            XCTAssertGreaterThan(ink(Int(Plot.Frame.left) - 5 - Canvas.textWidth(Plot.label(t)), Int(Plot.Frame.left) - 4, y - 6, y + 7),
+                                 5, "tick \(t)")
+        }
+        let mx = Int(fr.px(2).rounded())
+        XCTAssertEqual(c.color(mx, Int(Plot.Frame.top) + 1), .marker, "dashed marker line at the best epoch")
+        XCTAssertGreaterThan((0..<p.width).filter { x in (0..<p.height).contains { c.color(x, $0) == .val } }.count, 50,
+                             "val is drawn; its NaN point is left out, not drawn at a corner")
+        XCTAssertNotEqual(c.color(Int(fr.px(2).rounded()), Int(fr.py(0).rounded()) - 1), .val)
+    }
+
+    func testConfusionPlotShowsCountsAndShares() {
+        let p = ConfusionPlot(title: "Confusion", classNames: ["NORMAL", "COVID"], counts: [[9, 1], [0, 10]])
+        XCTAssertTrue(p.svg.contains(">90.0 %<") && p.svg.contains(">10.0 %<") && p.svg.contains(">NORMAL<"), p.svg)
+        XCTAssertTrue(p.svg.contains("<title>true NORMAL, predicted COVID: 1</title>"))
+        let c = p.canvas
+        let white = (0..<c.width).flatMap { x in (0..<c.height).map { c.color(x, $0) } }.filter { $0 == .white }.count
+        XCTAssertLessThan(white, c.width * c.height, "something is drawn")
+        XCTAssertTrue((0..<c.width).contains { x in (0..<c.height).contains { c.color(x, $0) == .cell } }, "a full row is the full shade")
     }
 }

@@ -34,8 +34,10 @@ struct Report: ParsableCommand {
         let table = Comparison(summaries: summaries, runs: runs, predictions: predictions)
         try table.markdown.write(toFile: dir + "/comparison.md", atomically: true, encoding: .utf8)
         try table.csv.write(toFile: dir + "/comparison.csv", atomically: true, encoding: .utf8)
-        try table.html(relativeTo: dir).write(toFile: dir + "/index.html", atomically: true, encoding: .utf8)
+        let figures = table.curves()
+        for f in figures { try f.canvas.write("\(dir)/\(f.name).png") }
+        try table.html(relativeTo: dir, figures: figures).write(toFile: dir + "/index.html", atomically: true, encoding: .utf8)
         print(table.markdown)
-        print("wrote \(dir)/comparison.md, comparison.csv, index.html")
+        print("wrote \(dir)/comparison.md, comparison.csv, index.html, " + figures.map { $0.name + ".png" }.joined(separator: ", "))
     }
 }

@@ -1,4 +1,3 @@
-import Cams
 import Foundation
 
 /// One run's test predictions (report/predictions.csv), by image file.
@@ -171,7 +170,27 @@ struct Comparison {
         return ([row(Comparison.columns)] + summaries.map { row(cells($0)) }).joined(separator: "\n") + "\n"
     }
 
-    func html(relativeTo dir: String) -> String {
+    /// Validation accuracy and loss per epoch, one line per run (named by its
+    /// folder), from each run's metrics.csv: how the methods learn, on the split
+    /// that chooses checkpoints.
+    func curves() -> [ReportFigures.Figure] {
+        let palette: [Color] = [.train, .val, .test, .model, Color(r: 148, g: 103, b: 189), Color(r: 140, g: 86, b: 75),
+                                Color(r: 227, g: 119, b: 194), Color(r: 127, g: 127, b: 127)]
+        let logs = runs.map { MetricsLog.load(dir: $0, upTo: Int.max).rows }
+        func series(_ f: (EpochRow) -> Double) -> [Plot.Series] {
+            zip(runs, logs).enumerated().map { k, run in
+                Plot.Series(name: (run.0 as NSString).lastPathComponent, color: palette[k % palette.count],
+                            points: run.1.map { (Double($0.epoch), f($0)) })
+            }
+        }
+        return [("val-accuracy", Plot(title: "Validation accuracy per epoch", xLabel: "epoch", yLabel: "accuracy",
+                                      series: series { $0.val.accuracy }, yRange: (0.4, 1))),
+                ("val-loss", Plot(title: "Validation loss per epoch", xLabel: "epoch", yLabel: "cross-entropy",
+                                  series: series { $0.val.loss }))]
+            .map { ReportFigures.Figure(name: $0.0, svg: $0.1.svg, canvas: $0.1.canvas) }
+    }
+
+    func html(relativeTo dir: String, figures: [ReportFigures.Figure] = []) -> String {
         func table(_ columns: [String], _ rows: [[String]]) -> String {
             "<table><tr>" + columns.map { "<th>\(htmlEscape($0))</th>" }.joined() + "</tr>"
                 + rows.map { "<tr>" + $0.map { "<td>\(htmlEscape($0))</td>" }.joined() + "</tr>" }.joined() + "</table>"
@@ -191,8 +210,10 @@ struct Comparison {
         <p><b>\(htmlEscape(verdict))</b></p>
         <p>Intervals: 95 %, stratified bootstrap (\(RunEvidence.defaultResamples) resamples) of the test images; ECE with 15 bins,
         in brackets after temperature scaling fitted on validation.</p>
-        <h2>CAMs on the same test slices</h2><p>Rows: the fixed sample of test slices (then each model's own mistakes);
-        columns: slice, input gradient, \(CAMKind.allCases.map(\.rawValue).joined(separator: ", ")).</p>\(pictures)</body></html>
+        <h2>Learning curves</h2><p>\(figures.map(\.svg).joined(separator: " "))</p>
+        <h2>CAMs on the same test slices</h2><p>Rows: the fixed sample of test slices (then each model's own mistakes), each with
+        its file, true and predicted label and probability; columns: the slice, the input gradient and each CAM, as labelled.</p>
+        \(pictures)</body></html>
         """
     }
 }

@@ -51,8 +51,6 @@ public enum EvalStage {
         let t0 = now()
         if cfg.numClasses == 2 { try writePredictions(cfg, evaluator.dataset, val: val, test: test, to: dir + "/predictions.csv") }
         let rows = MetricsLog.load(dir: cfg.run, upTo: Int.max).rows
-        try ReportFigures.curves(rows, dir: dir)
-        try ReportFigures.roc(labels: test.labels, scores: test.scores, dir: dir)
         try ReportFigures.kernels(evaluator.net, dir: dir)
         let explainer = try CAMExplainer(net: evaluator.net, layer: layer)
         let rowsHTML = try explanations(cfg, evaluator, explainer, test: test, cams: cams, dir: dir)
@@ -70,7 +68,6 @@ public enum EvalStage {
         if cfg.numClasses == 2 && !test.labels.isEmpty {
             let evidence = RunEvidence(testLabels: test.labels, testScores: test.scores, valLabels: val.labels, valScores: val.scores,
                                        seed: sampleSeed)
-            try ReportFigures.reliability(evidence, dir: dir)
             full.evidence = evidence
             let audit = try Audit.run(evaluator.dataset)
             let tests = audit.matches.filter { $0.split == .test }
@@ -83,14 +80,14 @@ public enum EvalStage {
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         try durableWrite(dir + "/summary.json", data: try enc.encode(full))
-        let plots = ReportFigures.svgPlots(rows, bestEpoch: full.bestEpoch ?? 0, labels: test.labels, scores: test.scores,
-                                           auc: full.test.auc, evidence: full.evidence)
+        let plots = ReportFigures.plots(rows, bestEpoch: full.bestEpoch ?? 0, labels: test.labels, scores: test.scores, test: full.test,
+                                        classNames: cfg.classNames, evidence: full.evidence)
+        for p in plots { try p.canvas.write("\(dir)/\(p.name).png") }
         try ReportPage.html(full, cams: cams, rows: rowsHTML, plots: plots)
             .write(toFile: dir + "/index.html", atomically: true, encoding: .utf8)
         // The figures in TensorBoard too, at the last epoch.
         let events = try EventWriter(dir: cfg.run)
-        let figures = ["cam-grid", "loss", "accuracy", "roc", "reliability"]
-        for name in figures where FileManager.default.fileExists(atPath: "\(dir)/\(name).png") {
+        for name in ["cam-grid"] + plots.map(\.name) {
             try events.image("report/\(name)", png: "\(dir)/\(name).png", step: rows.count)
         }
         print(String(format: "report: %@/index.html (%.0f s)", dir, now() - t0))
@@ -123,7 +120,7 @@ public enum EvalStage {
         let S = cfg.imageSize, columns = ["input", "input-gradient"] + cams.map(\.rawValue)
         let filenames = ds.count > 0 ? try ds.filenames() : []
         func className(_ k: Int) -> String { cfg.classNames.indices.contains(k) ? cfg.classNames[k] : "\(k)" }
-        var rowsHTML: [String] = [], tiles: [[[UInt8]]] = []
+        var rowsHTML: [String] = [], tiles: [[[UInt8]]] = [], rowLabels: [[String]] = []
         for pos in sample {
             let x = Tensor()
             let lab = try evaluator.batchMaker.batch(ds, [indices[pos]], into: x, seed: cfg.seed, augmentEpoch: nil)
@@ -137,11 +134,14 @@ public enum EvalStage {
             let p = test.scores[pos]
             let predicted = p >= 0.5 ? 1 : 0
             let file = filenames.indices.contains(indices[pos]) ? filenames[indices[pos]] : name
+            rowLabels.append([(file as NSString).lastPathComponent, "true: \(className(lab[0]))", "predicted: \(className(predicted))",
+                              String(format: "p(%@) = %.3f", className(1), p)])
             rowsHTML.append(ReportPage.explanationRow(name: name, file: file,
                                                       truth: className(lab[0]), classLabel: className(1), probability: p,
                                                       correct: className(predicted) == className(lab[0]), columns: columns, size: S))
         }
-        try ReportFigures.camGrid(tiles, size: S, dir: dir)
+        let gridColumns = ["input", "input grad"] + cams.map(\.rawValue)
+        try ReportFigures.camGrid(tiles, rowLabels: rowLabels, columns: gridColumns, size: S, dir: dir)
         return rowsHTML
     }
 

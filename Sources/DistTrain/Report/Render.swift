@@ -1,8 +1,25 @@
 import Foundation
 
-// Rendering: colormaps, overlays, grids and simple line plots, as RGB8
-// images written through libpng. Labels and numbers live in the HTML around
-// the pictures (ReportPage.swift), not in the pixels.
+// Rendering: colours, colormaps, overlays, grids and text on RGB8 canvases
+// written through libpng. Plots are described in Plot.swift and drawn here;
+// text uses the built-in bitmap font (BitmapFont.swift).
+
+/// An sRGB colour; the report's palette is named here once.
+public struct Color: Equatable, Sendable {
+    public var r: UInt8, g: UInt8, b: UInt8
+    public init(r: UInt8, g: UInt8, b: UInt8) { self.r = r; self.g = g; self.b = b }
+    public var hex: String { String(format: "#%02x%02x%02x", r, g, b) }
+
+    public static let white = Color(r: 255, g: 255, b: 255), axis = Color(r: 51, g: 51, b: 51)
+    public static let grid = Color(r: 229, g: 229, b: 229), marker = Color(r: 110, g: 110, b: 110)
+    /// train, val and test in every curve (matplotlib's first three).
+    public static let train = Color(r: 31, g: 119, b: 180), val = Color(r: 255, g: 127, b: 14), test = Color(r: 44, g: 160, b: 44)
+    /// A model's curve against a gray reference (chance, perfect calibration).
+    public static let model = Color(r: 200, g: 30, b: 30), reference = Color(r: 160, g: 160, b: 160)
+    public static let cell = Color(r: 31, g: 90, b: 160)
+}
+
+public enum TextAnchor: Sendable { case start, middle, end }
 
 public enum Colormap: String, CaseIterable, Sendable {
     case jet, turbo, gray
@@ -36,31 +53,80 @@ public struct Canvas {
         pixels = [UInt8](repeating: fill, count: width * height * 3)
     }
 
-    public mutating func set(_ x: Int, _ y: Int, _ c: (UInt8, UInt8, UInt8)) {
+    public mutating func set(_ x: Int, _ y: Int, _ c: Color) {
         guard x >= 0 && x < width && y >= 0 && y < height else { return }
         let i = (y * width + x) * 3
-        pixels[i] = c.0; pixels[i + 1] = c.1; pixels[i + 2] = c.2
+        pixels[i] = c.r; pixels[i + 1] = c.g; pixels[i + 2] = c.b
+    }
+
+    public func color(_ x: Int, _ y: Int) -> Color {
+        let i = (y * width + x) * 3
+        return Color(r: pixels[i], g: pixels[i + 1], b: pixels[i + 2])
     }
 
     /// Pastes an RGB tile at (x0, y0).
     public mutating func paste(_ tile: [UInt8], width w: Int, height h: Int, at x0: Int, _ y0: Int) {
         for y in 0..<h { for x in 0..<w {
             let i = (y * w + x) * 3
-            set(x0 + x, y0 + y, (tile[i], tile[i + 1], tile[i + 2]))
+            set(x0 + x, y0 + y, Color(r: tile[i], g: tile[i + 1], b: tile[i + 2]))
         } }
     }
 
-    /// A line with 2-pixel width (Bresenham).
-    public mutating func line(_ x0: Int, _ y0: Int, _ x1: Int, _ y1: Int, _ c: (UInt8, UInt8, UInt8)) {
-        var x = x0, y = y0
+    /// A line (Bresenham), 2 pixels wide unless `thickness` is 1; `dash` > 0
+    /// draws `dash` pixels on, `dash` off.
+    public mutating func line(_ x0: Int, _ y0: Int, _ x1: Int, _ y1: Int, _ c: Color, thickness: Int = 2, dash: Int = 0) {
+        var x = x0, y = y0, step = 0
         let dx = abs(x1 - x0), dy = -abs(y1 - y0), sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1
         var err = dx + dy
         while true {
-            set(x, y, c); set(x + 1, y, c); set(x, y + 1, c)
+            if dash == 0 || (step / dash) % 2 == 0 {
+                set(x, y, c)
+                if thickness > 1 { set(x + 1, y, c); set(x, y + 1, c) }
+            }
+            step += 1
             if x == x1 && y == y1 { break }
             let e2 = 2 * err
             if e2 >= dy { err += dy; x += sx }
             if e2 <= dx { err += dx; y += sy }
+        }
+    }
+
+    public mutating func fill(_ x: Int, _ y: Int, _ w: Int, _ h: Int, _ c: Color) {
+        for yy in y..<(y + max(h, 0)) { for xx in x..<(x + max(w, 0)) { set(xx, yy, c) } }
+    }
+
+    /// The outline of a w x h box whose top-left pixel is (x, y).
+    public mutating func rectangle(_ x: Int, _ y: Int, _ w: Int, _ h: Int, _ c: Color) {
+        line(x, y, x + w, y, c, thickness: 1); line(x, y + h, x + w, y + h, c, thickness: 1)
+        line(x, y, x, y + h, c, thickness: 1); line(x + w, y, x + w, y + h, c, thickness: 1)
+    }
+
+    /// Width in pixels of `s` in the bitmap font.
+    public static func textWidth(_ s: String) -> Int { s.unicodeScalars.count * BitmapFont.width }
+
+    /// Text in the bitmap font. Horizontal: `y` is the top of the line and
+    /// `x` its start, middle or end by `anchor`. Vertical (read bottom to top,
+    /// for a y-axis label): `x` is the left of the column, `y` its anchor.
+    /// Characters outside printable ASCII draw as "?"; `bold` strikes twice,
+    /// one pixel apart; `background` fills the text's box first.
+    public mutating func text(_ s: String, x: Int, y: Int, color: Color = .axis, anchor: TextAnchor = .start, bold: Bool = false,
+                              vertical: Bool = false, background: Color? = nil) {
+        let w = Canvas.textWidth(s), h = BitmapFont.height
+        let shift = anchor == .start ? 0 : anchor == .middle ? w / 2 : w
+        if let bg = background {
+            if vertical { fill(x - 1, y - w + shift - 1, h + 2, w + 2, bg) } else { fill(x - shift - 1, y - 1, w + 2, h + 2, bg) }
+        }
+        for (k, ch) in s.unicodeScalars.enumerated() {
+            let code = ch.value >= 32 && ch.value < 127 ? Int(ch.value) : 63
+            let glyph = BitmapFont.glyphs[code - 32]
+            for (row, bits) in glyph.enumerated() where bits != 0 {
+                for col in 0..<8 where bits & (0x80 >> UInt8(col)) != 0 {
+                    let along = k * BitmapFont.width + col - shift
+                    for b in 0...(bold ? 1 : 0) {
+                        if vertical { set(x + row, y - along - b, color) } else { set(x + along + b, y + row, color) }
+                    }
+                }
+            }
         }
     }
 
@@ -98,17 +164,6 @@ public func overlay(gray: [Float], cam: [Float], alpha: Float = 0.45, colormap: 
     return out
 }
 
-/// Tiles of equal size in rows x columns with a gap.
-public func grid(_ tiles: [[UInt8]], tileWidth: Int, tileHeight: Int, columns: Int, gap: Int = 4) -> Canvas {
-    let rows = (tiles.count + columns - 1) / columns
-    var c = Canvas(width: columns * (tileWidth + gap) + gap, height: rows * (tileHeight + gap) + gap)
-    for (k, t) in tiles.enumerated() {
-        c.paste(t, width: tileWidth, height: tileHeight,
-                at: gap + (k % columns) * (tileWidth + gap), gap + (k / columns) * (tileHeight + gap))
-    }
-    return c
-}
-
 /// Nearest-neighbour enlargement of an RGB tile.
 public func enlarge(_ rgb: [UInt8], width: Int, height: Int, by k: Int) -> [UInt8] {
     var out = [UInt8](repeating: 0, count: width * k * height * k * 3)
@@ -116,33 +171,6 @@ public func enlarge(_ rgb: [UInt8], width: Int, height: Int, by k: Int) -> [UInt
         out[(y * width * k + x) * 3 + c] = rgb[((y / k) * width + x / k) * 3 + c]
     } } }
     return out
-}
-
-/// Line plot: series (x, y) each in its colour, axes from the data (y from 0
-/// when all values are non-negative), light grid at 5 ticks; no text.
-public func linePlot(_ series: [(points: [(Double, Double)], color: (UInt8, UInt8, UInt8))], width: Int = 480, height: Int = 300,
-                     yRange: (Double, Double)? = nil) -> Canvas {
-    var c = Canvas(width: width, height: height)
-    let all = series.flatMap(\.points).filter { $0.1.isFinite }
-    guard !all.isEmpty else { return c }
-    let xs = all.map(\.0), ys = all.map(\.1)
-    let x0 = xs.min()!, x1 = max(xs.max()!, x0 + 1)
-    var (y0, y1) = yRange ?? (min(ys.min()!, 0), ys.max()!)
-    if y1 <= y0 { y1 = y0 + 1 }
-    let m = 12
-    func px(_ x: Double) -> Int { m + Int((x - x0) / (x1 - x0) * Double(width - 2 * m)) }
-    func py(_ y: Double) -> Int { height - m - Int((min(max(y, y0), y1) - y0) / (y1 - y0) * Double(height - 2 * m)) }
-    for k in 0...4 {
-        let gy = m + k * (height - 2 * m) / 4, gx = m + k * (width - 2 * m) / 4
-        c.line(m, gy, width - m, gy, (225, 225, 225)); c.line(gx, m, gx, height - m, (225, 225, 225))
-    }
-    c.line(m, height - m, width - m, height - m, (0, 0, 0)); c.line(m, m, m, height - m, (0, 0, 0))
-    for s in series {
-        let pts = s.points.filter { $0.1.isFinite }
-        for i in 1..<max(pts.count, 1) { c.line(px(pts[i - 1].0), py(pts[i - 1].1), px(pts[i].0), py(pts[i].1), s.color) }
-        for p in pts { for dy in -2...2 { for dx in -2...2 { c.set(px(p.0) + dx, py(p.1) + dy, s.color) } } }
-    }
-    return c
 }
 
 /// ROC curve points (FPR, TPR) from scores of class 1.
@@ -158,5 +186,3 @@ public func rocCurve(labels: [Int], scores: [Double]) -> [(Double, Double)] {
     }
     return pts
 }
-
-public let seriesColors: [String: (UInt8, UInt8, UInt8)] = ["train": (31, 119, 180), "val": (255, 127, 14), "test": (44, 160, 44)]

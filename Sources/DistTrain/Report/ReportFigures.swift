@@ -6,64 +6,56 @@ import Net
 /// files into `dir` (a new figure is one more function here and one line in
 /// `EvalStage.writeReport`).
 enum ReportFigures {
-    /// loss.png and accuracy.png: train, val and test per epoch (colours as `seriesColors`).
-    static func curves(_ rows: [EpochRow], dir: String) throws {
-        func curve(_ f: (EpochRow) -> Double) -> [(Double, Double)] { rows.map { (Double($0.epoch), f($0)) } }
-        func perSplit(_ train: @escaping (EpochRow) -> Double, _ eval: @escaping (SplitMetrics) -> Double)
-            -> [(points: [(Double, Double)], color: (UInt8, UInt8, UInt8))] {
-            [(curve(train), seriesColors["train"]!), (curve { eval($0.val) }, seriesColors["val"]!),
-             (curve { eval($0.test) }, seriesColors["test"]!)]
-        }
-        try linePlot(perSplit(\.trainLoss, \.loss)).write(dir + "/loss.png")
-        try linePlot(perSplit(\.trainAccuracy, \.accuracy), yRange: (0.4, 1.0)).write(dir + "/accuracy.png")
+    /// A plot drawn both ways: `svg` for index.html, `canvas` for `<name>.png`.
+    struct Figure {
+        var name: String
+        var svg: String
+        var canvas: Canvas
     }
 
-    /// The curves, ROC and reliability diagram as labelled inline SVG for index.html.
-    static func svgPlots(_ rows: [EpochRow], bestEpoch: Int, labels: [Int], scores: [Double], auc: Double,
-                         evidence: RunEvidence?) -> [String] {
-        let colors = ["train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"]
+    /// Loss, accuracy and learning rate per epoch (best epoch marked), and where
+    /// there are test predictions the ROC (AUC in the title), the reliability
+    /// diagram (ECE) and the confusion matrix.
+    static func plots(_ rows: [EpochRow], bestEpoch: Int, labels: [Int], scores: [Double], test: SplitMetrics, classNames: [String],
+                      evidence: RunEvidence?) -> [Figure] {
         func curve(_ f: (EpochRow) -> Double) -> [(Double, Double)] { rows.map { (Double($0.epoch), f($0)) } }
-        func perSplit(_ train: (EpochRow) -> Double, _ eval: (SplitMetrics) -> Double) -> [SVGPlot.Series] {
-            [SVGPlot.Series(name: "train", color: colors["train"]!, points: curve(train)),
-             SVGPlot.Series(name: "val", color: colors["val"]!, points: curve { eval($0.val) }),
-             SVGPlot.Series(name: "test", color: colors["test"]!, points: curve { eval($0.test) })]
+        func perSplit(_ train: (EpochRow) -> Double, _ eval: (SplitMetrics) -> Double) -> [Plot.Series] {
+            [Plot.Series(name: "train", color: .train, points: curve(train)),
+             Plot.Series(name: "val", color: .val, points: curve { eval($0.val) }),
+             Plot.Series(name: "test", color: .test, points: curve { eval($0.test) })]
         }
+        func figure(_ name: String, _ p: Plot) -> Figure { Figure(name: name, svg: p.svg, canvas: p.canvas) }
         let best = bestEpoch > 0 ? (x: Double(bestEpoch), label: "best epoch \(bestEpoch)") : nil
-        var plots = [
-            SVGPlot(title: "Loss", xLabel: "epoch", yLabel: "cross-entropy", series: perSplit({ $0.trainLoss }, { $0.loss }),
-                    marker: best).svg,
-            SVGPlot(title: "Accuracy", xLabel: "epoch", yLabel: "accuracy", series: perSplit({ $0.trainAccuracy }, { $0.accuracy }),
-                    yRange: (0.4, 1), marker: best).svg,
+        var out = [
+            figure("loss", Plot(title: "Loss per epoch", xLabel: "epoch", yLabel: "cross-entropy",
+                                series: perSplit({ $0.trainLoss }, { $0.loss }), marker: best)),
+            figure("accuracy", Plot(title: "Accuracy per epoch", xLabel: "epoch", yLabel: "accuracy",
+                                    series: perSplit({ $0.trainAccuracy }, { $0.accuracy }), yRange: (0.4, 1), marker: best)),
+            figure("lr", Plot(title: "Learning rate (peak group)", xLabel: "epoch", yLabel: "learning rate",
+                              series: [Plot.Series(name: "lr at the epoch's end", color: .train, points: curve(\.lr))], marker: best)),
         ]
         if !labels.isEmpty {
-            plots.append(SVGPlot(title: String(format: "ROC (test), AUC %.4f", auc), xLabel: "false positive rate",
-                                 yLabel: "true positive rate",
-                                 series: [SVGPlot.Series(name: "model", color: "#c81e1e", points: rocCurve(labels: labels, scores: scores)),
-                                          SVGPlot.Series(name: "chance", color: "#a0a0a0", points: [(0, 0), (1, 1)])],
-                                 xRange: (0, 1), yRange: (0, 1), width: 340).svg)
+            out.append(figure("roc", Plot(title: String(format: "ROC (test), AUC %.4f", test.auc), xLabel: "false positive rate",
+                                          yLabel: "true positive rate",
+                                          series: [Plot.Series(name: "model", color: .model, points: rocCurve(labels: labels, scores: scores)),
+                                                   Plot.Series(name: "chance", color: .reference, points: [(0, 0), (1, 1)])],
+                                          xRange: (0, 1), yRange: (0, 1), width: 360, height: 340)))
         }
         if let e = evidence {
             let pts = e.reliability.filter { $0.count > 0 }.map { ($0.meanConfidence, $0.accuracy) }
-            plots.append(SVGPlot(title: String(format: "Reliability (test), ECE %.4f", e.ece), xLabel: "confidence", yLabel: "accuracy",
-                                 series: [SVGPlot.Series(name: "model", color: "#c81e1e", points: pts),
-                                          SVGPlot.Series(name: "calibrated", color: "#a0a0a0", points: [(0.5, 0.5), (1, 1)])],
-                                 xRange: (0.5, 1), yRange: (0, 1), width: 340).svg)
+            out.append(figure("reliability", Plot(title: String(format: "Reliability (test), ECE %.4f", e.ece), xLabel: "confidence",
+                                                  yLabel: "accuracy in the bin",
+                                                  series: [Plot.Series(name: "model", color: .model, points: pts),
+                                                           Plot.Series(name: "perfect calibration", color: .reference,
+                                                                       points: [(0.5, 0.5), (1, 1)])],
+                                                  xRange: (0.5, 1), yRange: (0, 1), width: 360, height: 340)))
         }
-        return plots
-    }
-
-    /// roc.png: the test ROC curve against the diagonal.
-    static func roc(labels: [Int], scores: [Double], dir: String) throws {
-        try linePlot([(rocCurve(labels: labels, scores: scores), (200, 30, 30)), ([(0, 0), (1, 1)], (160, 160, 160))],
-                     width: 320, height: 320, yRange: (0, 1)).write(dir + "/roc.png")
-    }
-
-    /// reliability.png: accuracy against mean confidence per non-empty bin (test),
-    /// with the diagonal of perfect calibration; confidences run from 0.5 to 1.
-    static func reliability(_ e: RunEvidence, dir: String) throws {
-        let points = e.reliability.filter { $0.count > 0 }.map { ($0.meanConfidence, $0.accuracy) }
-        try linePlot([(points, (200, 30, 30)), ([(0.5, 0.5), (1, 1)], (160, 160, 160))], width: 320, height: 320, yRange: (0.4, 1))
-            .write(dir + "/reliability.png")
+        if !test.confusion.isEmpty {
+            let c = ConfusionPlot(title: String(format: "Confusion matrix (test), accuracy %.4f", test.accuracy), classNames: classNames,
+                                  counts: test.confusion)
+            out.append(Figure(name: "confusion", svg: c.svg, canvas: c.canvas))
+        }
+        return out
     }
 
     /// kernels.png: conv1's kernels, one tile per output channel, 6x enlarged.
@@ -91,13 +83,30 @@ enum ReportFigures {
     }
 
     /// cam-grid.png: the tiles of every explained slice in rows, at most 96 px
-    /// each (the figure people page through in docs/results stays small).
-    static func camGrid(_ rows: [[[UInt8]]], size S: Int, dir: String) throws {
+    /// each, under a header of column names; left of each row its file, true
+    /// and predicted label and probability (`rowLabels`, one line each).
+    static func camGrid(_ rows: [[[UInt8]]], rowLabels: [[String]], columns: [String], size S: Int, dir: String) throws {
         guard let first = rows.first else { return }
-        let tile = min(S, 96)
-        let tiles = rows.flatMap { $0 }.map {
-            RasterImage(width: S, height: S, channels: 3, pixels: $0).resized(width: tile, height: tile).pixels
+        let tile = min(S, 96), gap = 4, header = BitmapFont.height + 8
+        // Columns as wide as their longest name (up to 14 characters), tiles centred in them.
+        let column = max(tile, min(columns.map { Canvas.textWidth($0) }.max() ?? 0, 14 * BitmapFont.width) + 4)
+        let chars = 20, labelWidth = chars * BitmapFont.width + 8
+        var c = Canvas(width: labelWidth + first.count * (column + gap) + gap, height: header + rows.count * (tile + gap) + gap)
+        func fit(_ s: String, _ n: Int) -> String { s.count <= n ? s : String(s.prefix(n - 3)) + "..." }
+        for (k, name) in columns.enumerated() {
+            c.text(fit(name, column / BitmapFont.width), x: labelWidth + gap + k * (column + gap) + column / 2, y: 4, anchor: .middle,
+                   bold: true)
         }
-        try grid(tiles, tileWidth: tile, tileHeight: tile, columns: first.count).write(dir + "/cam-grid.png")
+        for (r, cells) in rows.enumerated() {
+            let y = header + gap + r * (tile + gap)
+            for (line, text) in (rowLabels.indices.contains(r) ? rowLabels[r] : []).enumerated() {
+                c.text(fit(text, chars), x: 4, y: y + 2 + line * (BitmapFont.height + 2))
+            }
+            for (k, cell) in cells.enumerated() {
+                let t = RasterImage(width: S, height: S, channels: 3, pixels: cell).resized(width: tile, height: tile).pixels
+                c.paste(t, width: tile, height: tile, at: labelWidth + gap + k * (column + gap) + (column - tile) / 2, y)
+            }
+        }
+        try c.write(dir + "/cam-grid.png")
     }
 }

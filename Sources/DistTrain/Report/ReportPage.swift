@@ -13,20 +13,13 @@ enum ReportPage {
             + columns.map { "<td><img src=\"cams/\(name)-\($0).png\" width=\"\(min(size, 160))\"></td>" }.joined() + "</tr>"
     }
 
-    static func html(_ s: EvalSummary, cams: [CAMKind], rows: [String], plots: [String] = []) -> String {
+    static func html(_ s: EvalSummary, cams: [CAMKind], rows: [String], plots: [ReportFigures.Figure] = []) -> String {
         func f(_ v: Double) -> String { v.isFinite ? String(format: "%.4f", v) : "n/a" }
         let metricRows = [("val", s.val), ("test", s.test)].filter { $0.1.count > 0 }.map { n, m in
             "<tr><td>\(n)</td><td>\(m.count)</td>"
                 + [m.accuracy, m.loss, m.sensitivity, m.specificity, m.precision, m.f1, m.auc].map { "<td>\(f($0))</td>" }.joined()
                 + "</tr>"
         }.joined()
-        let names = s.classNames ?? ["0", "1"]
-        var confusion = "<table class=m><tr><th>true \\ predicted</th>" + names.map { "<th>\(htmlEscape($0))</th>" }.joined() + "</tr>"
-        for (i, row) in s.test.confusion.enumerated() {
-            confusion += "<tr><th>\(htmlEscape(names.indices.contains(i) ? names[i] : "\(i)"))</th>"
-                + row.map { "<td>\($0)</td>" }.joined() + "</tr>"
-        }
-        confusion += "</table>"
         let rss = s.peakRSSMiB.map { String(format: ", peak RSS %.0f MiB per rank", $0) } ?? ""
         let metricHeads = ["split", "images", "accuracy", "loss", "sensitivity", "specificity", "precision", "F1", "ROC AUC"]
         return """
@@ -41,14 +34,14 @@ enum ReportPage {
         training wall-clock \(formatDuration(s.wallSeconds ?? 0)), mean \(String(format: "%.1f", s.imagesPerSecond ?? 0)) img/s\(rss).</p>
         <h2>Metrics of the checkpoint</h2>
         <table class=m><tr>\(metricHeads.map { "<th>\($0)</th>" }.joined())</tr>\(metricRows)</table>
-        <h3>Confusion matrix (test)</h3>\(confusion)
+        \(plots.first { $0.name == "confusion" }.map { "<p>\($0.svg)</p>" } ?? "")
         \(evidenceSection(s.evidence))
         \(cleanSection(s.clean))
         \(ttaSection(s.tta))
         <h2>Curves per epoch</h2>
-        <p>\(plots.joined(separator: " "))</p>
-        <p>As PNG files: <a href="loss.png">loss</a>, <a href="accuracy.png">accuracy</a>, <a href="roc.png">ROC</a>
-        (train blue, val orange, test green; loss from 0, accuracy from 0.4 to 1).</p>
+        <p>\(plots.filter { $0.name != "confusion" }.map(\.svg).joined(separator: " "))</p>
+        <p>As PNG files (the same plots): \(plots.map { "<a href=\"\($0.name).png\">\($0.name)</a>" }.joined(separator: ", ")),
+        and <a href="cam-grid.png">the CAM grid</a>.</p>
         <h2>First-layer kernels</h2><p>conv1, one tile per output channel; gray = 0, white positive, black negative, one scale for all.</p>
         <p><img src="kernels.png" alt="conv1 kernels"></p>
         \(localizationTable(s.localization))
@@ -76,8 +69,7 @@ enum ReportPage {
         <td>\(f(e.accuracyExact.lower)) to \(f(e.accuracyExact.upper)) (Clopper-Pearson, exact)</td></tr>
         </table>
         <p>Calibration: expected calibration error (15 bins) \(f(e.ece)); with the temperature fitted on validation,
-        T = \(String(format: "%.3f", e.temperature)), \(f(e.eceScaled)). Reliability (accuracy against confidence per bin, red;
-        perfect calibration, gray):</p><p><img src="reliability.png" alt="reliability diagram"></p>
+        T = \(String(format: "%.3f", e.temperature)), \(f(e.eceScaled)). The reliability diagram is with the plots below.</p>
         """
     }
 
