@@ -33,12 +33,18 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CImage", path: "Sources/CImage", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev", "libjpeg-dev"])]),
+        // DICOM (DCMTK, with its JPEG, JPEG-LS and RLE decoders) and NIfTI-1
+        // (niftilib) behind a small extern "C" surface (include/medical.h).
+        .target(name: "CMedical", path: "Sources/CMedical",
+                cxxSettings: [.unsafeFlags(["-I/usr/include/nifti"])],
+                linkerSettings: ["dcmjpeg", "dcmjpls", "dcmimgle", "dcmdata", "oflog", "ofstd", "ijg8", "ijg12", "ijg16",
+                                 "dcmtkcharls", "niftiio", "znz", "z"].map { .linkedLibrary($0) }),
         .target(name: "Net", dependencies: ["CBLAS"],
                 swiftSettings: [.unsafeFlags(cpuFlags),
                                 .unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         .target(name: "Cams", dependencies: ["Net"]),
         .target(name: "DistTrain", dependencies: [
-            "Net", "Cams", "CMPI", "CHDF5", "CImage",
+            "Net", "Cams", "CMPI", "CHDF5", "CImage", "CMedical",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "disttrain", dependencies: ["DistTrain"]),

@@ -3,9 +3,20 @@ import Foundation
 
 struct Prepare: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Turn an image folder (CSV splits or class folders; PNG/JPEG) into a disttrain HDF5 data set.")
+        abstract: "Turn an image folder (PNG/JPEG with CSV splits or class folders; DICOM series; NIfTI volumes) into a disttrain HDF5 data set.",
+        discussion: """
+        DICOM (any nesting, any file names): slices are grouped into series by SeriesInstanceUID, ordered by \
+        ImagePositionPatient, converted to Hounsfield units (RescaleSlope/Intercept) and windowed (--window). NIfTI \
+        (.nii, .nii.gz): axial slices, scl_slope/scl_inter applied. Labels from --labels (key,label[,class] rows, keyed by \
+        --label-key; a labels.csv in the folder is used by default) or from class folders (DIR/<class>/...). Such folders \
+        are always split by patient (PatientID, or the volume): --val, --test and --seed apply, and the splits are written \
+        as CSV beside the data set.
+        """)
 
-    @Option(help: "Source folder: train.csv/val.csv/test.csv with filename,label rows, or train/<class>/ (val/, test/) folders.")
+    @Option(help: """
+        Source folder: train.csv/val.csv/test.csv with filename,label rows, train/<class>/ (val/, test/) folders, \
+        or DICOM files / NIfTI volumes.
+        """)
     var images: String
     @Option(help: "Output .h5 file.") var out: String
     @Option(help: "Resize every image to this square size (default: keep; all must then match).") var imageSize: Int?
@@ -25,6 +36,15 @@ struct Prepare: ParsableCommand {
     @Option(help: "With --split-by: share of each class's images for test.") var test: Double = 0.2
     @Option(help: "With --split-by: seed of the group order.") var seed: UInt64 = 0
 
+    @Option(help: "DICOM/NIfTI: CSV of labels, 'key,label[,class]' rows (default: DIR/labels.csv, else class folders).")
+    var labels: String?
+    @Option(help: "DICOM: what the labels CSV is keyed by: patient (PatientID), study (StudyInstanceUID) or series (SeriesInstanceUID).")
+    var labelKey: MedicalSource.LabelKey = .patient
+    @Option(help: "DICOM/NIfTI: HU window onto 8 bits: lung (W 1500 / L -600), mediastinum (350 / 50), W,L, or file (the file's own).")
+    var window: Window = .lung
+    @Option(help: "DICOM/NIfTI: slices of each series or volume: all, every:K or central:N.")
+    var slices: MedicalSource.Slices = .all
+
     enum SplitKey: String, ExpressibleByArgument { case group }
 
     func validate() throws {
@@ -39,9 +59,16 @@ struct Prepare: ParsableCommand {
     }
 
     func run() throws {
-        let source = try DatasetSource.detect(images)
+        var source = try DatasetSource.detect(images)
+        if case .medical(var m) = source {
+            m.labels = labels ?? m.labels; m.labelKey = labelKey; m.window = window; m.slices = slices
+            source = .medical(m)
+        } else if labels != nil {
+            throw ValidationError("--labels is for DICOM/NIfTI folders; '\(images)' holds PNG/JPEG splits")
+        }
         let t0 = now()
-        let regroup = splitBy.map { _ in GroupSplit(val: val, test: test, seed: seed) }
+        var regroup = splitBy.map { _ in GroupSplit(val: val, test: test, seed: seed) }
+        if case .medical = source { regroup = GroupSplit(val: val, test: test, seed: seed) }
         try source.prepare(out: out, size: imageSize, channels: channels, classes: classes, maxPixels: limits.maxPixels,
                            regroup: regroup) { done, total in
             if done % 1000 == 0 || done == total { print("  \(done)/\(total) images"); fflush(stdout) }
@@ -50,6 +77,7 @@ struct Prepare: ParsableCommand {
         let splits = Split.allCases.filter { ds.splits[$0.rawValue] != nil }.map { "\($0.rawValue) \(ds[split: $0].count)" }
         print(String(format: "wrote %@: %d images %dx%dx%d, classes %@, splits %@ (%.1f s)", out, ds.count, ds.channels, ds.height,
                      ds.width, ds.classNames.joined(separator: "/"), splits.joined(separator: ", "), now() - t0))
+        if let w = try ds.file.stringAttribute("window"), let win = Window(argument: w) { print("window: \(win)") }
         if let groups = try ds.groups() {
             let counts = Split.allCases.map { s in "\(s.rawValue) \(Set(ds[split: s].map { groups[$0] }).count)" }
             print("groups per split: \(counts.joined(separator: ", "))"
@@ -57,3 +85,7 @@ struct Prepare: ParsableCommand {
         }
     }
 }
+
+extension Window: ExpressibleByArgument {}
+extension MedicalSource.LabelKey: ExpressibleByArgument {}
+extension MedicalSource.Slices: ExpressibleByArgument {}

@@ -66,6 +66,9 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     public var mean: [Double] = []
     public var std: [Double] = []
     public var datasetFingerprint: String = ""
+    /// DICOM/NIfTI data sets: the HU window their slices were made with (a
+    /// `--window` argument: lung, mediastinum, W,L or file); predict applies it again.
+    public var window: String? = nil
     /// Transfer learning: the source checkpoint (HDF5, torchvision keys).
     public var pretrained: String = ""
     /// Transfer: epochs training the new head alone (backbone and its BN frozen).

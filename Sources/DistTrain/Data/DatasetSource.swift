@@ -1,18 +1,26 @@
 import Foundation
 
 /// One image of a source folder, with the CSV line that named it (0 for class
-/// folders) and its group (the patient or scan, from a CSV `group` column).
+/// folders) and its group (the patient or scan, from a CSV `group` column, a
+/// DICOM PatientID or a NIfTI volume); `frame` picks a frame of a multi-frame
+/// DICOM file or a slice of a volume.
 public struct Sample: Sendable {
     public var file: String, label: Int, line: Int
     public var group: String? = nil
+    public var frame: Int? = nil
+
+    /// The name stored in the data set: the file, with "#frame" when it has frames.
+    public var name: String { frame.map { "\(file)#\($0)" } ?? file }
 }
 
-/// A folder of PNG/JPEG images with its splits, and `prepare`, which turns it into a data set.
+/// A folder of images with its splits, and `prepare`, which turns it into a data set.
 public enum DatasetSource {
     /// Folder with train.csv (and val.csv, test.csv): `filename,label` rows.
     case csv(dir: String)
     /// ImageFolder: dir/{train,val,test}/<class>/<image>.
     case folders(dir: String)
+    /// DICOM series or NIfTI volumes (split by patient when prepared).
+    case medical(MedicalSource)
 
     public static func detect(_ dir: String) throws -> DatasetSource {
         let fm = FileManager.default
@@ -22,10 +30,26 @@ public enum DatasetSource {
         }
         if fm.fileExists(atPath: dir + "/train.csv") { return .csv(dir: dir) }
         if fm.fileExists(atPath: dir + "/train", isDirectory: &isDir), isDir.boolValue { return .folders(dir: dir) }
-        throw RuntimeError("'\(dir)' has neither train.csv (CSV splits) nor train/<class>/ folders (ImageFolder)")
+        if MedicalSource.holdsMedicalImages(dir) {
+            let labels = dir + "/labels.csv"
+            return .medical(MedicalSource(dir: dir, labels: fm.fileExists(atPath: labels) ? labels : nil))
+        }
+        throw RuntimeError("'\(dir)' has neither train.csv (CSV splits), train/<class>/ folders (ImageFolder), "
+                           + "nor DICOM files or NIfTI volumes")
     }
 
-    var dir: String { switch self { case .csv(let d), .folders(let d): return d } }
+    var dir: String {
+        switch self {
+        case .csv(let d), .folders(let d): return d
+        case .medical(let m): return m.dir
+        }
+    }
+
+    /// One listed image as 8-bit pixels (DICOM and NIfTI windowed).
+    func image(_ s: Sample, maxPixels: Int) throws -> RasterImage {
+        if case .medical(let m) = self { return try m.image(s) }
+        return try RasterImage.read(dir + "/" + s.file, maxPixels: maxPixels)
+    }
 
     /// Samples per split and the class names, with every problem named by file and line.
     func listing() throws -> (splits: [(String, [Sample])], classNames: [String]) {
@@ -66,6 +90,9 @@ public enum DatasetSource {
                 splits.append((name, samples))
             }
             return (splits, classNames)
+        case .medical(let m):
+            let (samples, names) = try m.listing()
+            return ([("all", samples)], names)
         }
     }
 
@@ -164,7 +191,7 @@ public enum DatasetSource {
         for (split, samples) in listing {
             mix(split)
             for s in samples {
-                mix(s.file); mix(String(s.label))
+                mix(s.name); mix(String(s.label))
                 if let a = try? FileManager.default.attributesOfItem(atPath: dir + "/" + s.file) {
                     mix(String((a[.size] as? Int) ?? 0)); mix(String(((a[.modificationDate] as? Date)?.timeIntervalSince1970) ?? 0))
                 }
@@ -181,6 +208,8 @@ public enum DatasetSource {
                         maxPixels: Int = RasterImage.defaultMaxPixels, regroup: GroupSplit? = nil,
                         progress: ((Int, Int) -> Void)? = nil) throws -> String {
         var (splits, classNames) = try listing()
+        var regroup = regroup
+        if case .medical = self, regroup == nil { regroup = GroupSplit(val: 0.1, test: 0.2, seed: 0) }  // always by patient
         if let regroup {
             // Every listed image pooled, then split again by group; the new splits are written beside the data set for review.
             splits = try regroup.apply(splits.flatMap { $0.1 })
@@ -200,7 +229,7 @@ public enum DatasetSource {
             }
         } }
         // Geometry from the first image unless given.
-        let first = try RasterImage.read(dir + "/" + all[0].file, maxPixels: maxPixels)
+        let first = try image(all[0], maxPixels: maxPixels)
         let C = wantChannels ?? first.channels
         let H = size ?? first.height, W = size ?? first.width
         let per = C * H * W
@@ -222,10 +251,10 @@ public enum DatasetSource {
                 while i < all.count {
                     let s = all[i]
                     do {
-                        var img = try RasterImage.read(dir + "/" + s.file, maxPixels: maxPixels).converted(channels: C)
+                        var img = try image(s, maxPixels: maxPixels).converted(channels: C)
                         if img.width != W || img.height != H {
                             guard size != nil else {
-                                throw RuntimeError("image '\(s.file)' is \(img.width)x\(img.height), the first was \(W)x\(H); "
+                                throw RuntimeError("image '\(s.name)' is \(img.width)x\(img.height), the first was \(W)x\(H); "
                                                    + "pass --image-size to resize")
                             }
                             img = img.resized(width: W, height: H)
@@ -260,7 +289,7 @@ public enum DatasetSource {
         try durableHDF5(out) { f in
             try f.writeImages("images", shape: [all.count, C, H, W], bytes: bytes)
             try f.write("labels", shape: [all.count], int64s: all.map { Int64($0.label) })
-            try f.writeStrings("filenames", all.map(\.file))
+            try f.writeStrings("filenames", all.map(\.name))
             if all.contains(where: { $0.group != nil }) { try f.writeStrings("groups", all.map { $0.group ?? "" }) }
             var offset = 0
             for (name, samples) in splits {
@@ -275,6 +304,7 @@ public enum DatasetSource {
             try f.setAttribute("version", 1.0)
             try f.setAttribute("source", dir)
             try f.setAttribute("fingerprint", fp)
+            if case .medical(let m) = self { try f.setAttribute("window", m.window.argument) }
         }
         return fp
     }

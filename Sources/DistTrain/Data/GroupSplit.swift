@@ -45,7 +45,7 @@ public struct GroupSplit: Sendable {
     public static func write(_ splits: [(String, [Sample])], to dir: String) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         for (name, samples) in splits {
-            let csv = "filename,label,group\n" + samples.map { "\($0.file),\($0.label),\($0.group ?? "")\n" }.joined()
+            let csv = "filename,label,group\n" + samples.map { "\($0.name),\($0.label),\($0.group ?? "")\n" }.joined()
             try durableWrite("\(dir)/\(name).csv", data: Data(csv.utf8))
         }
     }

@@ -10,6 +10,34 @@ public enum Phantom {
     /// inside the lungs. Gaussian-ish noise on everything.
     public static func slice(size: Int, positive: Bool, seed: UInt64) -> (image: [UInt8], mask: [UInt8]) {
         var rng = Xoshiro256(seed: seed)
+        let (v, mask) = levels(size: size, positive: positive, rng: &rng)
+        var img = [UInt8](repeating: 0, count: v.count)
+        for i in 0..<v.count {
+            let noise = (rng.unit() + rng.unit() + rng.unit() - 1.5) * 0.05
+            img[i] = UInt8(max(0, min(255, (v[i] + noise) * 255)))
+        }
+        return (img, mask)
+    }
+
+    /// The same anatomy in Hounsfield units: air -1000, lung -850, ground
+    /// glass about -650 to -500, vessels and soft tissue about 0 to 40, the body's
+    /// rim 300, bone 700 (piecewise linear in the phantom's levels), with
+    /// +-20 HU noise.
+    public static func huSlice(size: Int, positive: Bool, seed: UInt64) -> (hu: [Float], mask: [UInt8]) {
+        var rng = Xoshiro256(seed: seed)
+        let (v, mask) = levels(size: size, positive: positive, rng: &rng)
+        let knots: [(Double, Double)] = [(0.02, -1000), (0.12, -850), (0.40, -500), (0.55, 0), (0.62, 40), (0.85, 300), (0.95, 700)]
+        func hu(_ x: Double) -> Double {
+            if x <= knots[0].0 { return knots[0].1 }
+            for (a, b) in zip(knots, knots.dropFirst()) where x <= b.0 { return a.1 + (x - a.0) / (b.0 - a.0) * (b.1 - a.1) }
+            return knots.last!.1
+        }
+        let out = v.map { Float(hu($0) + (rng.unit() + rng.unit() + rng.unit() - 1.5) * 40) }
+        return (out, mask)
+    }
+
+    /// The phantom's levels in [0, 1] before noise, and the lesion mask.
+    static func levels(size: Int, positive: Bool, rng: inout Xoshiro256) -> (v: [Double], mask: [UInt8]) {
         let n = size * size
         var v = [Double](repeating: 0.02, count: n)
         var mask = [UInt8](repeating: 0, count: n)
@@ -53,12 +81,7 @@ public enum Phantom {
                 } }
             }
         }
-        var img = [UInt8](repeating: 0, count: n)
-        for i in 0..<n {
-            let noise = (rng.unit() + rng.unit() + rng.unit() - 1.5) * 0.05
-            img[i] = UInt8(max(0, min(255, (v[i] + noise) * 255)))
-        }
-        return (img, mask)
+        return (v, mask)
     }
 
     /// Writes n slices in prepare's CSV layout (70/10/20 % train/val/test,
@@ -80,5 +103,32 @@ public enum Phantom {
             rows[split]! += "\(name),\(positive ? 1 : 0)\n"
         }
         for (split, text) in rows { try text.write(toFile: "\(dir)/\(split).csv", atomically: true, encoding: .utf8) }
+    }
+
+    /// A synthetic study in HU: `patients` patients (every second one COVID,
+    /// lesions on each slice), `slices` slices each, as one DICOM series per
+    /// patient (dir/<PatientID>/<random name>.dcm, so file order says nothing
+    /// of slice order) or one NIfTI volume per patient (dir/<PatientID>.nii.gz);
+    /// labels.csv keyed by PatientID (DICOM) or volume file (NIfTI).
+    public static func writeStudy(to dir: String, nifti: Bool, patients: Int, slices: Int, size: Int, seed: UInt64) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var rng = Xoshiro256(seed: seed ^ 0x5EED)
+        func uid(_ parts: Int...) -> String { "2.25.\(seed).\(parts.map(String.init).joined(separator: "."))" }
+        var labels = nifti ? "volume,label,class\n" : "PatientID,label,class\n"
+        for p in 0..<patients {
+            let positive = p % 2 == 1, id = String(format: "P%04d", p)
+            var volume: [Float] = []
+            for z in 0..<slices {
+                let (hu, _) = huSlice(size: size, positive: positive, seed: seed &* 1_000_003 &+ UInt64(p * slices + z))
+                if nifti { volume += hu; continue }
+                try FileManager.default.createDirectory(atPath: "\(dir)/\(id)", withIntermediateDirectories: true)
+                let name = String(format: "IM%08llX.dcm", rng.next() & 0xFFFF_FFFF)
+                try DicomFile.writeCT("\(dir)/\(id)/\(name)", hu: hu, size: size, patientID: id, studyUID: uid(1, p), seriesUID: uid(2, p),
+                                      sopUID: uid(3, p, z), instance: z + 1, z: Double(z) * 5, spacing: 0.7, window: WindowLevel(width: 1500, level: -600))
+            }
+            if nifti { try NiftiVolume.write("\(dir)/\(id).nii.gz", hu: volume, nx: size, ny: size, nz: slices, spacing: 0.7) }
+            labels += "\(nifti ? id + ".nii.gz" : id),\(positive ? 1 : 0),\(positive ? "COVID" : "NORMAL")\n"
+        }
+        try durableWrite(dir + "/labels.csv", data: Data(labels.utf8))
     }
 }

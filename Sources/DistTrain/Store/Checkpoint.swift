@@ -47,6 +47,7 @@ public enum Checkpoint {
             try f.setAttribute("std", config.std.map { String($0) }.joined(separator: ","))
             try f.setAttribute("class_names", config.classNames.joined(separator: ","))
             try f.setAttribute("dataset_fingerprint", config.datasetFingerprint)
+            if let w = config.window { try f.setAttribute("window", w) }
         }
     }
 

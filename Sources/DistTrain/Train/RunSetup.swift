@@ -68,6 +68,7 @@ enum RunSetup {
             }
         }
         cfg.datasetFingerprint = ds.fingerprint
+        cfg.window = try ds.file.stringAttribute("window")
         return cfg
     }
 
