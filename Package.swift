@@ -39,7 +39,10 @@ let package = Package(
                 cxxSettings: [.unsafeFlags(["-I/usr/include/nifti"])],
                 linkerSettings: ["dcmjpeg", "dcmjpls", "dcmimgle", "dcmdata", "oflog", "ofstd", "ijg8", "ijg12", "ijg16",
                                  "dcmtkcharls", "niftiio", "znz", "z"].map { .linkedLibrary($0) }),
-        .target(name: "Net", dependencies: ["CBLAS"],
+        // Kernels chosen at run time by CPUID (bf16 GEMM on AVX512-BF16); the
+        // target builds for the same floor as the rest, each kernel names its ISA.
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "Net", dependencies: ["CBLAS", "CKernels"],
                 swiftSettings: [.unsafeFlags(cpuFlags),
                                 .unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         .target(name: "Cams", dependencies: ["Net"]),

@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 
 // GEMM for the engine. OpenBLAS runs single-threaded and the engine splits
 // each large GEMM over its own threads (`Parallel.threads`): one pool does
@@ -55,10 +56,33 @@ public enum BLAS {
     public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
     public static var threads: Int { Int(openblas_get_num_threads()) }
 
+    /// One OpenBLAS call on the calling thread (benchmarks: one core's fp32 GEMM).
+    public static func gemm1(transA: Bool = false, transB: Bool = false, M: Int, N: Int, K: Int, A: UnsafePointer<Float>, lda: Int,
+                             B: UnsafePointer<Float>, ldb: Int, beta: Float = 0, C: UnsafeMutablePointer<Float>, ldc: Int) {
+        sgemm1(transA: transA, transB: transB, M: M, N: N, K: K, alpha: 1, A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: C, ldc: ldc)
+    }
+
     /// C (M, N) = A (M, K) B (N, K)^T, row-major, over the engine's threads
     /// (similarity matrices: rows of A against rows of B).
     public static func multiplyTransposed(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, M: Int, N: Int, K: Int,
                                           into c: UnsafeMutablePointer<Float>) {
         sgemm(transB: true, M: M, N: N, K: K, A: a, lda: K, B: b, ldb: K, beta: 0, C: c, ldc: N)
     }
+}
+
+/// bfloat16 GEMM with fp32 accumulation (CKernels/bf16_gemm.c), present when
+/// the CPU has AVX512-BF16.
+public enum BF16 {
+    public static let supported = dt_cpu_has_avx512_bf16() != 0
+
+    /// Row-major C = alpha * op(A) op(B) + beta * C with A and B rounded to bf16. Requires `supported`.
+    public static func gemm(transA: Bool = false, transB: Bool = false, M: Int, N: Int, K: Int, alpha: Float = 1,
+                            A: UnsafePointer<Float>, lda: Int, B: UnsafePointer<Float>, ldb: Int, beta: Float,
+                            C: UnsafeMutablePointer<Float>, ldc: Int) {
+        precondition(supported, "bf16 GEMM called on a CPU without AVX512-BF16")
+        dt_gemm_bf16(transA ? 1 : 0, transB ? 1 : 0, Int32(M), Int32(N), Int32(K), alpha, A, Int32(lda), B, Int32(ldb), beta, C, Int32(ldc))
+    }
+
+    /// x rounded to bfloat16 (nearest even) and back.
+    public static func round(_ x: Float) -> Float { dt_round_bf16(x) }
 }

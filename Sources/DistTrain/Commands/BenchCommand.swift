@@ -19,6 +19,8 @@ struct Bench: ParsableCommand {
     @Flag(help: "Time each kind of work (GEMM, im2col, BatchNorm, ...) over the timed steps.") var profile = false
     @Option(help: ArgumentHelp("Minimum GEMM columns per image group in convolutions (tuning).", visibility: .hidden))
     var gemmColumns: Int?
+    @Flag(help: "Instead of training steps: GFLOP/s of one core's fp32 GEMM (OpenBLAS) and bf16 GEMM on ResNet-18's shapes.")
+    var gemm = false
 
     func validate() throws {
         guard (1...65_536).contains(batchSize) else { throw ValidationError("--batch-size must be in 1...65536") }
@@ -27,7 +29,48 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        if gemm { return try gemmTable() }
         try withCommunicator(threads: threading) { comm in try measure(comm) }
+    }
+
+    /// One core: each of ResNet-18's convolution GEMMs at 224 px (forward, weight
+    /// gradient, input gradient), fp32 through OpenBLAS and bf16 through our
+    /// kernel, median of 5 timings of at least 0.2 s.
+    func gemmTable() throws {
+        BLAS.setThreads(1)
+        guard BF16.supported else { throw RuntimeError("this CPU has no AVX512-BF16: there is no bf16 GEMM to time") }
+        // (name, transA, transB, M, N, K): forward y = W col, dW = dy col^T, dcol = W^T dy.
+        var shapes: [(String, Bool, Bool, Int, Int, Int)] = []
+        for (name, oc, k, p) in [("layer1", 64, 576, 3136), ("layer2", 128, 1152, 784), ("layer3", 256, 2304, 784), ("layer4", 512, 4608, 784)] {
+            shapes += [("\(name) fwd", false, false, oc, p, k), ("\(name) dW", false, true, oc, k, p), ("\(name) dX", true, false, k, p, oc)]
+        }
+        print("shape          M     N     K   fp32 GFLOP/s   bf16 GFLOP/s   bf16/fp32")
+        var ratios: [Double] = []
+        for (name, ta, tb, M, N, K) in shapes {
+            var rng = Xoshiro256(seed: 1)
+            let a = (0..<(M * K)).map { _ in Float(rng.uniform(-1, 1)) }, b = (0..<(K * N)).map { _ in Float(rng.uniform(-1, 1)) }
+            var c = [Float](repeating: 0, count: M * N)
+            func time(_ body: () -> Void) -> Double {
+                var samples: [Double] = []
+                for _ in 0..<5 {
+                    var reps = 0
+                    let t0 = now()
+                    repeat { body(); reps += 1 } while now() - t0 < 0.2
+                    samples.append(2 * Double(M * N * K) * Double(reps) / (now() - t0) / 1e9)
+                }
+                return samples.sorted()[2]
+            }
+            let lda = ta ? M : K, ldb = tb ? K : N
+            let fp32 = time {
+                BLAS.gemm1(transA: ta, transB: tb, M: M, N: N, K: K, A: a, lda: lda, B: b, ldb: ldb, C: &c, ldc: N)
+            }
+            let bf16 = time {
+                BF16.gemm(transA: ta, transB: tb, M: M, N: N, K: K, A: a, lda: lda, B: b, ldb: ldb, beta: 0, C: &c, ldc: N)
+            }
+            ratios.append(bf16 / fp32)
+            print(String(format: "%-12@ %5d %5d %5d   %12.1f   %12.1f   %9.2f", name, M, N, K, fp32, bf16, bf16 / fp32))
+        }
+        print(String(format: "median bf16/fp32: %.2f", ratios.sorted()[ratios.count / 2]))
     }
 
     /// Under mpirun each rank runs batchSize/size images per step, as in training.
