@@ -18,7 +18,7 @@ final class BF16Tests: XCTestCase {
 
     func testGEMMMatchesTheRoundedReferenceInEveryLayout() throws {
         try XCTSkipUnless(BF16.supported, "this CPU has no AVX512-BF16")
-        var rng = SplitMix(seed: 11)
+        var rng = Xoshiro256(seed: 11)
         // Edges: M not a multiple of 6, N of 32 or 16, odd K, K over one block (384), tiny shapes.
         for (M, N, K) in [(13, 45, 777), (64, 96, 576), (1, 1, 1), (7, 33, 3), (6, 32, 384), (70, 17, 1153)] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -56,22 +56,5 @@ final class BF16Tests: XCTestCase {
         var c: [Float] = [0]
         BF16.gemm(M: 1, N: 1, K: K, A: a, lda: K, B: b, ldb: 1, beta: 0, C: &c, ldc: 1)
         XCTAssertEqual(c[0], Float(K))
-    }
-}
-
-/// A small seeded generator for the test's inputs.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func normal() -> Double {
-        let u = (Double(next() >> 11) + 0.5) / 9007199254740992, v = Double(next() >> 11) / 9007199254740992
-        return (-2 * log(u)).squareRoot() * cos(2 * .pi * v)
     }
 }
