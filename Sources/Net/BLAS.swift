@@ -7,14 +7,41 @@ import CKernels
 // threads spin in sched_yield while BN or im2col run (that cost ~11 % of a
 // ResNet-18 step with OpenBLAS's own threads on 2 cores).
 
+/// The precision of the layers' GEMMs (convolutions, linear), as CPU
+/// autocast: `bf16` rounds both operands to bfloat16 and accumulates in fp32
+/// (BatchNorm, the loss, the optimizer and the weights stay fp32). Set once
+/// per process before training; `bf16` requires `BF16.supported`.
+public enum Precision: String, CaseIterable, Codable, Sendable {
+    case fp32, bf16
+
+    nonisolated(unsafe) public private(set) static var current = Precision.fp32
+
+    /// Switches the engine; bf16 on a CPU without AVX512-BF16 is an error, not an emulation.
+    public static func set(_ p: Precision) throws {
+        if p == .bf16 && !BF16.supported { throw PrecisionError() }
+        current = p
+    }
+}
+
+public struct PrecisionError: Error, CustomStringConvertible {
+    public var description: String {
+        "--precision bf16 needs a CPU with AVX512-BF16 (vdpbf16ps: Zen 4, Cooper Lake, Sapphire Rapids or later); this one has none, use fp32"
+    }
+}
+
 /// Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C,
 /// op(A) is (M, K), op(B) is (K, N), C is (M, N). Leading dimensions are the
-/// row lengths of the matrices as stored.
+/// row lengths of the matrices as stored. In bf16 precision the operands are
+/// rounded to bfloat16 unless `exact` (statistics that are not a layer's GEMM).
 @inline(__always)
 func sgemm1(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
             A: UnsafePointer<Float>, lda: Int, B: UnsafePointer<Float>, ldb: Int,
-            beta: Float, C: UnsafeMutablePointer<Float>, ldc: Int) {
+            beta: Float, C: UnsafeMutablePointer<Float>, ldc: Int, exact: Bool = false) {
     if M == 0 || N == 0 { return }
+    if Precision.current == .bf16 && !exact {
+        dt_gemm_bf16(transA ? 1 : 0, transB ? 1 : 0, Int32(M), Int32(N), Int32(K), alpha, A, Int32(lda), B, Int32(ldb), beta, C, Int32(ldc))
+        return
+    }
     cblas_sgemm(disttrain_cblas_row_major(),
                 transA ? disttrain_cblas_trans() : disttrain_cblas_no_trans(),
                 transB ? disttrain_cblas_trans() : disttrain_cblas_no_trans(),
@@ -27,11 +54,11 @@ func sgemm1(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
 func sgemm(transA: Bool = false, transB: Bool = false, M: Int, N: Int, K: Int,
            alpha: Float = 1, A: UnsafePointer<Float>, lda: Int,
            B: UnsafePointer<Float>, ldb: Int,
-           beta: Float, C: UnsafeMutablePointer<Float>, ldc: Int) {
+           beta: Float, C: UnsafeMutablePointer<Float>, ldc: Int, exact: Bool = false) {
     let T = Parallel.threads
     if T <= 1 || M * N * K < 1 << 21 {
         sgemm1(transA: transA, transB: transB, M: M, N: N, K: K, alpha: alpha, A: A, lda: lda, B: B, ldb: ldb,
-               beta: beta, C: C, ldc: ldc)
+               beta: beta, C: C, ldc: ldc, exact: exact)
         return
     }
     if N >= M {
@@ -39,14 +66,14 @@ func sgemm(transA: Bool = false, transB: Bool = false, M: Int, N: Int, K: Int,
         Parallel.chunks(N, grain: 16, align: 16) { lo, hi in
             let b = transB ? B + lo * ldb : B + lo
             sgemm1(transA: transA, transB: transB, M: M, N: hi - lo, K: K, alpha: alpha, A: A, lda: lda, B: b, ldb: ldb,
-                   beta: beta, C: C + lo, ldc: ldc)
+                   beta: beta, C: C + lo, ldc: ldc, exact: exact)
         }
     } else {
         // Row blocks of C: rows of op(A).
         Parallel.chunks(M, grain: 16, align: 16) { lo, hi in
             let a = transA ? A + lo : A + lo * lda
             sgemm1(transA: transA, transB: transB, M: hi - lo, N: N, K: K, alpha: alpha, A: a, lda: lda, B: B, ldb: ldb,
-                   beta: beta, C: C + lo * ldc, ldc: ldc)
+                   beta: beta, C: C + lo * ldc, ldc: ldc, exact: exact)
         }
     }
 }
@@ -56,17 +83,18 @@ public enum BLAS {
     public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
     public static var threads: Int { Int(openblas_get_num_threads()) }
 
-    /// One OpenBLAS call on the calling thread (benchmarks: one core's fp32 GEMM).
+    /// One OpenBLAS call on the calling thread, fp32 whatever the precision (benchmarks: one core's fp32 GEMM).
     public static func gemm1(transA: Bool = false, transB: Bool = false, M: Int, N: Int, K: Int, A: UnsafePointer<Float>, lda: Int,
                              B: UnsafePointer<Float>, ldb: Int, beta: Float = 0, C: UnsafeMutablePointer<Float>, ldc: Int) {
-        sgemm1(transA: transA, transB: transB, M: M, N: N, K: K, alpha: 1, A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: C, ldc: ldc)
+        sgemm1(transA: transA, transB: transB, M: M, N: N, K: K, alpha: 1, A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: C, ldc: ldc,
+               exact: true)
     }
 
     /// C (M, N) = A (M, K) B (N, K)^T, row-major, over the engine's threads
     /// (similarity matrices: rows of A against rows of B).
     public static func multiplyTransposed(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, M: Int, N: Int, K: Int,
                                           into c: UnsafeMutablePointer<Float>) {
-        sgemm(transB: true, M: M, N: N, K: K, A: a, lda: K, B: b, ldb: K, beta: 0, C: c, ldc: N)
+        sgemm(transB: true, M: M, N: N, K: K, A: a, lda: K, B: b, ldb: K, beta: 0, C: c, ldc: N, exact: true)
     }
 }
 

@@ -37,8 +37,9 @@ extension Conv2d {
     /// Whether this convolution runs as Winograd F(2x2, 3x3) on an H x W input:
     /// 3x3 stride 1 pad 1, and at least 8x8 (on smaller maps the padded 4x4
     /// tiles waste most of their work: a 1x1 map uses 1 of 4 outputs per tile).
+    /// Not in bf16: autocast rounds the input and weights, not their transforms.
     func usesWinograd(H: Int, W: Int) -> Bool {
-        Conv2d.winogradEnabled && KH == 3 && KW == 3 && stride == 1 && pad == 1 && H >= 8 && W >= 8
+        Conv2d.winogradEnabled && Precision.current == .fp32 && KH == 3 && KW == 3 && stride == 1 && pad == 1 && H >= 8 && W >= 8
     }
 
     /// Images per group: enough tiles for efficient GEMMs, bounded scratch.

@@ -19,6 +19,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Time each kind of work (GEMM, im2col, BatchNorm, ...) over the timed steps.") var profile = false
     @Option(help: ArgumentHelp("Minimum GEMM columns per image group in convolutions (tuning).", visibility: .hidden))
     var gemmColumns: Int?
+    @Option(help: "GEMM precision: fp32 or bf16 (needs AVX512-BF16).") var precision: Precision = .fp32
     @Flag(help: "Instead of training steps: GFLOP/s of one core's fp32 GEMM (OpenBLAS) and bf16 GEMM on ResNet-18's shapes.")
     var gemm = false
 
@@ -76,6 +77,7 @@ struct Bench: ParsableCommand {
     /// Under mpirun each rank runs batchSize/size images per step, as in training.
     func measure(_ comm: Communicator) throws {
         if let g = gemmColumns { Conv2d.targetColumns = g }
+        try Precision.set(precision)
         guard batchSize % comm.size == 0 else { throw RuntimeError("--batch-size \(batchSize) does not split over \(comm.size) ranks") }
         let net = ResNet(model.config)
         net.initialize(seed: 0)

@@ -27,11 +27,12 @@ struct Pretrain: ParsableCommand {
     @Option(help: "Global batch.") var batchSize: Int = defaults.batchSize
     @Option(help: "Peak learning rate.") var lr: Double = defaults.lr
     @Option(help: "Seed.") var seed: UInt64 = defaults.seed
+    @Option(help: "GEMM precision: fp32 or bf16 (needs AVX512-BF16).") var precision: Precision = defaults.precision
     @OptionGroup var threading: ThreadOptions
 
     var config: TrainConfig {
         var c = Pretrain.defaultConfig(arch: arch)
-        c.data = data; c.run = runDir; c.imageSize = imageSize; c.epochs = epochs; c.batchSize = batchSize; c.lr = lr; c.seed = seed
+        c.data = data; c.run = runDir; c.imageSize = imageSize; c.epochs = epochs; c.batchSize = batchSize; c.lr = lr; c.seed = seed; c.precision = precision
         return c
     }
 

@@ -24,6 +24,7 @@ extension AllreduceMode: ExpressibleByArgument {}
 extension Arch: ExpressibleByArgument {}
 extension OptimizerKind: ExpressibleByArgument {}
 extension ScheduleKind: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
 
 /// The full resolved configuration of a run, saved as `config.json` so that
 /// `resume` needs no flags. Every key of the file is optional: a config.json
@@ -69,6 +70,9 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     /// DICOM/NIfTI data sets: the HU window their slices were made with (a
     /// `--window` argument: lung, mediastinum, W,L or file); predict applies it again.
     public var window: String? = nil
+    /// GEMMs of convolutions and the linear layer: fp32, or bf16 operands with fp32
+    /// accumulation (CPU autocast; needs AVX512-BF16). Weights and checkpoints stay fp32.
+    public var precision: Precision = .fp32
     /// Transfer learning: the source checkpoint (HDF5, torchvision keys).
     public var pretrained: String = ""
     /// Transfer: epochs training the new head alone (backbone and its BN frozen).
@@ -223,6 +227,8 @@ struct TrainOptions: ParsableArguments {
     @Option(help: "Scale --lr from --reference-batch to --batch-size: none, linear or sqrt (warm-up as --warmup-epochs).")
     var lrScaling: LRScaling = defaults.lrScaling
     @Option(help: "The batch --lr is meant for, with --lr-scaling.") var referenceBatch: Int = defaults.referenceBatch
+    @Option(help: "GEMM precision: fp32, or bf16 (operands rounded to bfloat16, fp32 accumulation; needs AVX512-BF16).")
+    var precision: Precision = defaults.precision
 
     var config: TrainConfig {
         var c = TrainConfig()
@@ -232,7 +238,7 @@ struct TrainOptions: ParsableArguments {
         c.labelSmoothing = labelSmoothing; c.augment = augment; c.keepCheckpoints = keepCheckpoints; c.width = width
         c.frozenBatchNormStatistics = frozenBnStats; c.ema = ema
         c.syncBatchNorm = syncBn; c.allreduce = allreduce; c.bucketMiB = bucketMb
-        c.lrScaling = lrScaling; c.referenceBatch = referenceBatch
+        c.lrScaling = lrScaling; c.referenceBatch = referenceBatch; c.precision = precision
         if method == .transfer {
             c.pretrained = pretrained ?? defaultSource
             c.freezeEpochs = freezeEpochs; c.backboneLRScale = backboneLrScale; c.adaptConv1 = adaptConv1

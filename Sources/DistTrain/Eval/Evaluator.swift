@@ -76,6 +76,7 @@ public enum TestTimeAugmentation: String, Codable, CaseIterable, Sendable {
 extension Evaluator {
     /// A run's network (freshly built, not loaded), its data set and its batch maker.
     public convenience init(config: TrainConfig, comm: Communicator) throws {
+        try Precision.set(config.precision)
         let dataset = try Dataset(path: config.dataset)
         self.init(net: ResNet(config.netConfig), dataset: dataset, batchMaker: BatchMaker(dataset: dataset, config: config),
                   comm: comm, config: config)

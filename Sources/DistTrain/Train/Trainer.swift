@@ -32,6 +32,7 @@ public final class Trainer {
     /// source) or continues one from its newest good checkpoint. Rank 0
     /// decides; everything is broadcast.
     public init(config cfg: TrainConfig, comm: Communicator, debug: Bool = false, resume: Bool = false) throws {
+        try Precision.set(cfg.precision)
         if let first = cfg.problems().first { throw RuntimeError("run '\(cfg.run)': \(first)") }
         self.comm = comm
         self.debug = debug
