@@ -175,8 +175,18 @@ void dt_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, cons
         return;
     }
     const int mBlocks = (M + MR - 1) / MR;
-    uint32_t *Ap = aligned_alloc(64, (size_t)mBlocks * MR * (KC / 2) * 4);
-    uint32_t *Bp = aligned_alloc(64, (size_t)NR * (KC / 2) * 4);
+    // Packing buffers per thread, kept between calls: a fresh multi-megabyte
+    // allocation is a fresh mmap, and its page faults cost more than the packing.
+    static _Thread_local uint32_t *Ap = NULL;
+    static _Thread_local size_t capacity = 0;
+    static _Thread_local uint32_t Bp[NR * (KC / 2)] __attribute__((aligned(64)));
+    const size_t need = (size_t)mBlocks * MR * (KC / 2);
+    if (need > capacity) {
+        free(Ap);
+        Ap = aligned_alloc(64, need * 4);  // need * 4 is a multiple of 64: MR * KC / 2 * 4 = 4608
+        capacity = Ap ? need : 0;
+        if (!Ap) abort();
+    }
     for (int k0 = 0; k0 < K; k0 += KC) {
         const int kc = K - k0 < KC ? K - k0 : KC, pairs = (kc + 1) / 2;
         const float b = k0 == 0 ? beta : 1.0f;  // later K blocks add to what the first wrote
@@ -193,6 +203,4 @@ void dt_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, cons
             }
         }
     }
-    free(Ap);
-    free(Bp);
 }
