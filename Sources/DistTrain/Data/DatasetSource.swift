@@ -188,6 +188,7 @@ public enum DatasetSource {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         func mix(_ s: String) { for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 } }
         mix("v1 size=\(size ?? 0) channels=\(channels ?? 0)")
+        if case .medical(let m) = self { mix("window=\(m.window.argument)") }  // the same files windowed otherwise are other images
         for (split, samples) in listing {
             mix(split)
             for s in samples {
