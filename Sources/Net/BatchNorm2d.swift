@@ -114,12 +114,8 @@ public final class BatchNorm2d {
     /// dy = dL/dy. Accumulates dgamma, dbeta (unless frozen); writes dinput.
     public func backward(_ dy: Tensor) {
         if usedBatchStats, let reduce = statisticsReducer { return backwardSynchronised(dy, reduce) }
-        let (x, N, HW) = beginBackward()
+        let (N, HW, xp, yp, dyp, dxp, g, dg, db, frozen) = beginBackward(dy)
         let C = self.C
-        let xp = x.data, yp = output.data, dyp = dy.data, dxp = dinput.data
-        let g = store.values + weight.offset
-        let frozen = store.isFrozen(weight)
-        let dg = store.grads + weight.offset, db = store.grads + bias.offset
         let m = Float(N * HW), relu = fusedReLU, batchStats = usedBatchStats
         mean.withUnsafeBufferPointer { meanp in
         istd.withUnsafeBufferPointer { istdp in
@@ -217,19 +213,20 @@ public final class BatchNorm2d {
     }
 
     /// The forward's input and its sizes; dinput shaped like it.
-    private func beginBackward() -> (x: Tensor, N: Int, HW: Int) {
+    /// What both backward paths read and write: sizes, x, y, dy, dx, gamma, dgamma, dbeta, and whether gamma is frozen.
+    private func beginBackward(_ dy: Tensor) -> (N: Int, HW: Int, x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>,
+                                                 dy: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>,
+                                                 gamma: UnsafeMutablePointer<Float>, dgamma: UnsafeMutablePointer<Float>,
+                                                 dbeta: UnsafeMutablePointer<Float>, frozen: Bool) {
         guard let x = input else { preconditionFailure("batchnorm backward before forward") }
         dinput.resize(x.shape)
-        return (x, x.shape[0], x.shape[2] * x.shape[3])
+        return (x.shape[0], x.shape[2] * x.shape[3], x.data, output.data, dy.data, dinput.data, store.values + weight.offset,
+                store.grads + weight.offset, store.grads + bias.offset, store.isFrozen(weight))
     }
 
     private func backwardSynchronised(_ dy: Tensor, _ reduce: (UnsafeMutablePointer<Double>, Int) -> Void) {
-        let (x, N, HW) = beginBackward()
+        let (N, HW, xp, yp, dyp, dxp, g, dg, db, frozen) = beginBackward(dy)
         let C = self.C
-        let xp = x.data, yp = output.data, dyp = dy.data, dxp = dinput.data
-        let g = store.values + weight.offset
-        let frozen = store.isFrozen(weight)
-        let dg = store.grads + weight.offset, db = store.grads + bias.offset
         let relu = fusedReLU
         // [sum(dy) per channel, sum(dy * (x - mu)) per channel, count]: this rank's, then all ranks'.
         var local = [Double](repeating: 0, count: 2 * C + 1)

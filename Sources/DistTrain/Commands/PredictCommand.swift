@@ -128,7 +128,7 @@ struct PredictInput {
                 let dir = (path as NSString).deletingLastPathComponent, file = (path as NSString).lastPathComponent
                 let source = MedicalSource(dir: dir.isEmpty ? "." : dir, window: try chosen(path))
                 let count: Int, series: String
-                switch try MedicalCache.shared.load(path) {
+                switch try MedicalCache.shared.load(source.dir + "/" + file) {  // the path source.image reads, so one decode
                 case .dicom(let d): count = d.frames; series = d.seriesUID
                 case .nifti(let v): count = v.sliceCount; series = path
                 }

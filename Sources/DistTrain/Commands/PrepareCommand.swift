@@ -32,9 +32,9 @@ struct Prepare: ParsableCommand {
         class-stratified).
         """)
     var splitBy: SplitKey?
-    @Option(help: "With --split-by: share of each class's images for validation.") var val: Double = 0.1
-    @Option(help: "With --split-by: share of each class's images for test.") var test: Double = 0.2
-    @Option(help: "With --split-by: seed of the group order.") var seed: UInt64 = 0
+    @Option(help: "With --split-by: share of each class's images for validation.") var val: Double = GroupSplit.standard.val
+    @Option(help: "With --split-by: share of each class's images for test.") var test: Double = GroupSplit.standard.test
+    @Option(help: "With --split-by: seed of the group order.") var seed: UInt64 = GroupSplit.standard.seed
 
     @Option(help: "DICOM/NIfTI: CSV of labels, 'key,label[,class]' rows (default: DIR/labels.csv, else class folders).")
     var labels: String?

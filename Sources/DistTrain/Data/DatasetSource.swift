@@ -210,7 +210,7 @@ public enum DatasetSource {
                         progress: ((Int, Int) -> Void)? = nil) throws -> String {
         var (splits, classNames) = try listing()
         var regroup = regroup
-        if case .medical = self, regroup == nil { regroup = GroupSplit(val: 0.1, test: 0.2, seed: 0) }  // always by patient
+        if case .medical = self, regroup == nil { regroup = .standard }  // always by patient
         if let regroup {
             // Every listed image pooled, then split again by group; the new splits are written beside the data set for review.
             splits = try regroup.apply(splits.flatMap { $0.1 })

@@ -9,6 +9,9 @@ public struct GroupSplit: Sendable {
 
     public init(val: Double, test: Double, seed: UInt64) { self.val = val; self.test = test; self.seed = seed }
 
+    /// prepare's defaults (--val 0.1 --test 0.2 --seed 0), also what DICOM/NIfTI sources get when none is given.
+    public static let standard = GroupSplit(val: 0.1, test: 0.2, seed: 0)
+
     /// Per class (a group's class is its most frequent label), the groups in a
     /// seeded random order go to test until it holds `test` of the class's
     /// images, then to val likewise, the rest to train.
