@@ -42,7 +42,10 @@ let package = Package(
         // Kernels chosen at run time by CPUID (bf16 GEMM on AVX512-BF16); the
         // target builds for the same floor as the rest, each kernel names its ISA.
         .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),
-        .target(name: "Net", dependencies: ["CBLAS", "CKernels"],
+        // Convolutions through oneDNN (libdnnl-dev; its OpenMP pool runs them).
+        .target(name: "CDNNL", path: "Sources/CDNNL", cxxSettings: [.unsafeFlags(["-O2"])],
+                linkerSettings: [.linkedLibrary("dnnl"), .linkedLibrary("gomp")]),
+        .target(name: "Net", dependencies: ["CBLAS", "CKernels", "CDNNL"],
                 swiftSettings: [.unsafeFlags(cpuFlags),
                                 .unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         .target(name: "Cams", dependencies: ["Net"]),

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """PyTorch's training step, identical to `disttrain bench`: torchvision ResNet
 with conv1 widened/narrowed to the input channels, synthetic data, cross-entropy,
-SGD momentum 0.9 (weight decay 1e-4), lr 0.01. Prints per-step times and a JSON line."""
+SGD momentum 0.9 (weight decay 1e-4), lr 0.01. Prints per-step times and a JSON line.
+--precision bf16 is PyTorch's one-line mixed precision on CPU: torch.autocast("cpu",
+dtype=torch.bfloat16) around forward and loss, model and input channels_last
+(oneDNN's fastest layout for bf16 convolutions)."""
 import argparse, json, resource, statistics, time
 import torch, torch.nn as nn, torch.nn.functional as F, torchvision
 
@@ -13,6 +16,7 @@ p.add_argument("--batch-size", type=int, default=32)
 p.add_argument("--warmup", type=int, default=2)
 p.add_argument("--steps", type=int, default=8)
 p.add_argument("--threads", type=int, default=2)
+p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -22,11 +26,16 @@ m.train()
 opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
 x = torch.randn(a.batch_size, a.channels, a.image_size, a.image_size)
 y = torch.arange(a.batch_size) % 2
+bf16 = a.precision == "bf16"
+if bf16:
+    m = m.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
 times = []
 for s in range(a.warmup + a.steps):
     t0 = time.perf_counter()
     opt.zero_grad(set_to_none=False)
-    loss = F.cross_entropy(m(x), y)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = F.cross_entropy(m(x), y)
     loss.backward()
     opt.step()
     dt = time.perf_counter() - t0
@@ -35,6 +44,6 @@ for s in range(a.warmup + a.steps):
     print(f"{'timed' if s >= a.warmup else 'warm-up'} step {s + 1}: {dt:.3f} s, {a.batch_size / dt:.1f} img/s, loss {loss.item():.4f}", flush=True)
 med = statistics.median(times)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"pytorch {torch.__version__} {a.arch} {a.channels}ch {a.image_size}x{a.image_size} batch {a.batch_size}, {a.threads} threads: "
+print(f"pytorch {torch.__version__} {a.precision} {a.arch} {a.channels}ch {a.image_size}x{a.image_size} batch {a.batch_size}, {a.threads} threads: "
       f"median {med:.3f} s/step, {a.batch_size / med:.2f} img/s, peak RSS {rss:.0f} MiB")
 print(json.dumps({"impl": "pytorch", "img_per_s": a.batch_size / med, "median_step_s": med, "peak_rss_mib": rss}))

@@ -1,4 +1,11 @@
-// 2-D convolution by im2col + sgemm, forward and backward side by side.
+import CDNNL
+import Foundation
+
+// 2-D convolution, forward and backward side by side, on one of two backends
+// (`Conv2d.backend`): oneDNN's direct convolutions (the default: the kernels
+// PyTorch runs on CPUs, in fp32 or bf16; CDNNL), or the engine's own
+// im2col + GEMM and Winograd path below (the reference the oneDNN path is
+// tested against, and the fallback: DISTTRAIN_CONV=native).
 //
 // Shapes (defined once for this file):
 //   x  (N, C, H, W)        input, NCHW
@@ -16,6 +23,11 @@
 // The column matrix is not kept between forward and backward (it would cost
 // K*P floats per image per layer); backward rebuilds it.
 
+/// Where convolutions run. Both compute the same function; they round differently.
+public enum ConvBackend: String, CaseIterable, Sendable {
+    case onednn, native
+}
+
 public final class Conv2d {
     public let C, OC, KH, KW, stride, pad: Int
     public let weight: ParamRef
@@ -32,6 +44,13 @@ public final class Conv2d {
     nonisolated(unsafe) public static var winogradEnabled = true
     /// Minimum tiles (GEMM columns) per image group in Winograd convolutions.
     nonisolated(unsafe) public static var winogradColumns = 2048
+    /// The backend for all convolutions; DISTTRAIN_CONV=native selects the engine's own.
+    nonisolated(unsafe) public static var backend: ConvBackend = {
+        if let v = getenv("DISTTRAIN_CONV"), let b = ConvBackend(rawValue: String(cString: v)) { return b }
+        return .onednn
+    }()
+    /// oneDNN's primitives for this layer, made on first use.
+    private var dnnl: OpaquePointer?
 
     public init(store: ParameterStore, ws: Workspace, name: String, C: Int, OC: Int,
                 kernel: Int, stride: Int = 1, pad: Int = 0, bias: Bool = false) {
@@ -41,6 +60,8 @@ public final class Conv2d {
         weight = store.declare(name + ".weight", [OC, C, kernel, kernel], .parameter)
         self.bias = bias ? store.declare(name + ".bias", [OC], .parameter) : nil
     }
+
+    deinit { if let d = dnnl { dt_dnnl_conv_free(d) } }
 
     var K: Int { C * KH * KW }
     var isPointwise: Bool { KH == 1 && KW == 1 && stride == 1 && pad == 0 }
@@ -65,6 +86,16 @@ public final class Conv2d {
         input = x
         let w = store.values + weight.offset
         let xp = x.data, yp = output.data
+        Profiler.countConv(2 * Double(N * OC * P * K))
+        if Conv2d.backend == .onednn {
+            let d = oneDNN()
+            let rc = Profiler.measure(.dnnlConv) {
+                dt_dnnl_conv_forward(d, Precision.current == .bf16 ? 1 : 0, Int32(N), Int32(H), Int32(W), xp, w, yp)
+            }
+            if rc != 0 { fatalError(String(cString: dt_dnnl_error())) }
+            addBias(N: N, P: P)
+            return output
+        }
         if usesWinograd(H: H, W: W) {
             winogradForward(x)
             addBias(N: N, P: P)
@@ -132,7 +163,7 @@ public final class Conv2d {
         let xp = x.data, dyp = dy.data
         if needInputGrad {
             dinput.resize(x.shape)
-            if !isPointwise { Profiler.measure(.im2col) { dinput.zero() } }
+            if !isPointwise && Conv2d.backend == .native { Profiler.measure(.im2col) { dinput.zero() } }
         }
         if !frozen, let b = bias {
             let db = store.grads + b.offset
@@ -146,6 +177,16 @@ public final class Conv2d {
             }
         }
         if frozen && !needInputGrad { return }
+        Profiler.countConv(2 * Double(N * OC * P * K) * ((frozen ? 0 : 1) + (needInputGrad ? 1 : 0)))
+        if Conv2d.backend == .onednn {
+            let d = oneDNN()
+            let rc = Profiler.measure(.dnnlConv) {
+                dt_dnnl_conv_backward(d, Precision.current == .bf16 ? 1 : 0, Int32(N), Int32(H), Int32(W), xp, w, dyp,
+                                      frozen ? nil : dw, needInputGrad ? dinput.data : nil)
+            }
+            if rc != 0 { fatalError(String(cString: dt_dnnl_error())) }
+            return
+        }
         if usesWinograd(H: H, W: W) {
             winogradBackward(x, dy, needInputGrad: needInputGrad, frozen: frozen)
             return
@@ -203,6 +244,16 @@ public final class Conv2d {
             n0 += g
         }
     }
+
+    func oneDNN() -> OpaquePointer {
+        if let d = dnnl { return d }
+        let d = dt_dnnl_conv_new(Int32(C), Int32(OC), Int32(KH), Int32(KW), Int32(stride), Int32(pad))!
+        dnnl = d
+        return d
+    }
+
+    /// The oneDNN implementation of this layer's last forward ("" before one ran).
+    public var oneDNNImplementation: String { dnnl.map { String(cString: dt_dnnl_conv_impl($0)) } ?? "" }
 
     /// Valid output columns [lo, hi) for kernel offset k: those with
     /// 0 <= o*stride - pad + k < size.

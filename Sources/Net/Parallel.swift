@@ -1,3 +1,4 @@
+import CDNNL
 import Foundation
 
 /// Threads for the engine: GEMMs are split over them and so are its own
@@ -10,6 +11,7 @@ public enum Parallel {
     public static func configure(threads n: Int) {
         threads = max(1, n)
         BLAS.setThreads(1)
+        dt_dnnl_set_threads(Int32(threads))
     }
 
     /// Runs body(lo, hi) over `0..<n` split into at most `threads` contiguous

@@ -4,12 +4,18 @@ import Foundation
 /// Off by default: one branch per layer call when off.
 public enum Profiler {
     public enum Kind: String, CaseIterable, Sendable {
+        case dnnlConv = "convolutions (oneDNN)"
         case convGemm = "conv GEMM", im2col = "im2col/col2im", staging = "conv staging copies"
         case winograd = "Winograd transforms"
         case batchNorm = "BatchNorm(+ReLU)", pool = "pooling", residual = "residual add/ReLU", other = "fc, loss, other"
     }
     nonisolated(unsafe) public static var enabled = false
     nonisolated(unsafe) static var totals = [Double](repeating: 0, count: Kind.allCases.count)
+    /// Floating-point operations of the convolutions timed (2 per multiply-add), for their FLOP/s.
+    nonisolated(unsafe) public private(set) static var convFlops = 0.0
+
+    @inline(__always)
+    static func countConv(_ flops: Double) { if enabled { convFlops += flops } }
 
     @inline(__always)
     static func now() -> Double {
@@ -28,7 +34,13 @@ public enum Profiler {
         return r
     }
 
-    public static func reset() { totals = totals.map { _ in 0 } }
+    public static func reset() {
+        totals = totals.map { _ in 0 }
+        convFlops = 0
+    }
+
+    /// Seconds spent in `kind` since the last reset.
+    public static func seconds(_ kind: Kind) -> Double { totals[Kind.allCases.firstIndex(of: kind)!] }
 
     /// (kind, seconds) sorted by time.
     public static func report() -> [(String, Double)] {

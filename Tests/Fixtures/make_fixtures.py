@@ -112,9 +112,12 @@ def write_keys(model, path):
             f.write(f"{name} {'x'.join(str(s) for s in t.shape) or 'scalar'}\n")
 
 
-def run_reference(arch, in_ch, dtype):
-    """Forward, backward and 3 steps each of SGD and AdamW in `dtype`.
+def run_reference(arch, in_ch, dtype, bf16=False):
+    """Forward, backward and 3 steps each of SGD and AdamW in `dtype`; with
+    `bf16`, forward and loss under CPU autocast to bfloat16 (PyTorch's mixed
+    precision: convolutions and linear in bf16, float32 weights and optimizer).
     Returns {fixture path: tensor} for everything the tests check."""
+    cast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
     torch.manual_seed(0)
     model = make_resnet(arch, in_ch)
     fill_formula(model)
@@ -125,8 +128,9 @@ def run_reference(arch, in_ch, dtype):
     out = {"input": x.clone(), "labels": y}
     model.train()
     x.requires_grad_(True)
-    logits = model(x)
-    loss = F.cross_entropy(logits, y)
+    with cast():
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
     loss.backward()
     out["logits"] = logits.detach()
     out["loss"] = loss.detach().reshape(1)
@@ -148,7 +152,8 @@ def run_reference(arch, in_ch, dtype):
         losses = []
         for _ in range(3):
             opt.zero_grad()
-            loss = F.cross_entropy(model(x.detach()), y)
+            with cast():
+                loss = F.cross_entropy(model(x.detach()), y)
             loss.backward()
             opt.step()
             losses.append(loss.detach())
@@ -162,6 +167,34 @@ def run_reference(arch, in_ch, dtype):
 def rel_l2(a, b):
     a, b = a.double().reshape(-1), b.double().reshape(-1)
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def error_group(f, group, ref, other):
+    """group/<name>: relative L2 error of `other` against the float64 `ref`
+    (over the stored sample for summarised tensors)."""
+    if group in f:
+        del f[group]
+    e = f.create_group(group)
+    for name, t in ref.items():
+        if name in ("labels", "input"):
+            continue
+        a, b = other[name].double().reshape(-1), t.double().reshape(-1)
+        if b.numel() > SUMMARY_LIMIT:
+            step = b.numel() // SAMPLE
+            a, b = a[::step][:SAMPLE], b[::step][:SAMPLE]
+        e.create_dataset(name.replace("/", "|"), data=np.array([rel_l2(a, b)], np.float64))
+
+
+def bf16_errors(arch, in_ch, path):
+    """errbf16/<name>: the same error for PyTorch's CPU autocast to bf16, the
+    yardstick for our --precision bf16. Added to an existing file (the float64
+    reference and err32 stay as they are)."""
+    _, ref = run_reference(arch, in_ch, torch.float64)
+    _, bf = run_reference(arch, in_ch, torch.float32, bf16=True)
+    with h5py.File(path, "a") as f:
+        f.attrs["bf16_reference"] = f"torch {torch.__version__} CPU autocast bfloat16"
+        error_group(f, "errbf16", ref, bf)
+    print("added errbf16 to", path)
 
 
 def resnet_fixture(arch, in_ch, path):
@@ -266,7 +299,14 @@ def layer_fixtures(path):
 
 
 if __name__ == "__main__":
+    import sys
     torch.set_num_threads(2)
+    if sys.argv[1:] == ["--bf16"]:  # only the bf16 yardstick, into the committed files
+        bf16_errors("resnet18", 1, os.path.join(HERE, "resnet18.h5"))
+        bf16_errors("resnet50", 3, os.path.join(HERE, "resnet50.h5"))
+        sys.exit(0)
     layer_fixtures(os.path.join(HERE, "layers.h5"))
     resnet_fixture("resnet18", 1, os.path.join(HERE, "resnet18.h5"))
     resnet_fixture("resnet50", 3, os.path.join(HERE, "resnet50.h5"))
+    bf16_errors("resnet18", 1, os.path.join(HERE, "resnet18.h5"))
+    bf16_errors("resnet50", 3, os.path.join(HERE, "resnet50.h5"))

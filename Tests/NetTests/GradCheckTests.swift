@@ -46,31 +46,46 @@ final class GradCheckTests: XCTestCase {
         }
     }
 
-    /// Winograd F(2x2, 3x3) against the im2col path, odd and even sizes, with
-    /// bias, one and several images per group: forward and both gradients.
-    func testWinogradMatchesDirectConvolution() {
-        let saved = (Conv2d.winogradEnabled, Conv2d.winogradColumns)
-        defer { (Conv2d.winogradEnabled, Conv2d.winogradColumns) = saved }
-        for (H, W, groupCols, bias) in [(7, 7, 1, false), (9, 8, 1, true), (8, 8, 4096, false), (5, 11, 20, true)] {
+    /// The engine's Winograd F(2x2, 3x3) and oneDNN (its Winograd or direct
+    /// kernels, its blocked layouts) against the engine's im2col path, odd and
+    /// even sizes, strides 1 and 2, with bias, one and several images per
+    /// group: forward and both gradients. oneDNN's weight gradient accumulates
+    /// into the buffer as the engine's does (backward twice gives twice).
+    func testWinogradAndOneDNNMatchIm2col() {
+        let saved = (Conv2d.winogradEnabled, Conv2d.winogradColumns, Conv2d.backend)
+        defer { (Conv2d.winogradEnabled, Conv2d.winogradColumns, Conv2d.backend) = saved }
+        let cases = [(7, 7, 1, false, 1), (9, 8, 1, true, 1), (8, 8, 4096, false, 1), (5, 11, 20, true, 1), (9, 10, 1, true, 2)]
+        for (H, W, groupCols, bias, stride) in cases {
             let store = ParameterStore()
-            let conv = Conv2d(store: store, ws: Workspace(), name: "c", C: 5, OC: 6, kernel: 3, stride: 1, pad: 1, bias: bias)
+            let conv = Conv2d(store: store, ws: Workspace(), name: "c", C: 5, OC: 6, kernel: 3, stride: stride, pad: 1, bias: bias)
             store.seal()
             for i in 0..<store.parameterCount { store.values[i] = Float(rng.normal() * 0.3) }
-            let x = randomTensor([3, 5, H, W]), dy = randomTensor([3, 6, H, W])
+            let x = randomTensor([3, 5, H, W]), dy = randomTensor(conv.forward(x).shape)
             var results: [[[Float]]] = []
-            for winograd in [false, true] {
+            let variants: [(ConvBackend, Bool)] = [(.native, false), (.native, true), (.onednn, true)]
+            for (backend, winograd) in variants {
+                Conv2d.backend = backend
                 Conv2d.winogradEnabled = winograd
                 Conv2d.winogradColumns = groupCols
                 store.zeroGrads()
                 let y = conv.forward(x).array
                 conv.backward(dy, needInputGrad: true)
                 results.append([y, conv.dinput.array] + store.entries.map { store.readGrad($0) })
+                if backend == .onednn {
+                    conv.backward(dy, needInputGrad: false)
+                    let twice = store.readGrad(store.entries[0]), once = results.last![2]
+                    let worst = zip(twice, once).map { abs($0 - 2 * $1) }.max() ?? 0
+                    XCTAssertLessThan(worst, 1e-5 * (once.map { abs($0) }.max() ?? 1), "oneDNN dweight does not accumulate")
+                }
             }
-            for (k, name) in ["y", "dx", "dweight", "dbias"].prefix(results[0].count).enumerated() {
-                let a = results[1][k], b = results[0][k]
-                let scale = b.map { abs($0) }.max() ?? 1
-                let worst = zip(a, b).map { abs($0 - $1) }.max() ?? 0
-                XCTAssertLessThan(worst, 1e-5 * scale + 1e-6, "Winograd \(name) at \(H)x\(W), group \(groupCols): max diff \(worst)")
+            for (v, (backend, winograd)) in variants.enumerated().dropFirst() {
+                for (k, name) in ["y", "dx", "dweight", "dbias"].prefix(results[0].count).enumerated() {
+                    let a = results[v][k], b = results[0][k]
+                    let scale = b.map { abs($0) }.max() ?? 1
+                    let worst = zip(a, b).map { abs($0 - $1) }.max() ?? 0
+                    XCTAssertLessThan(worst, 1e-5 * scale + 1e-6,
+                                      "\(backend) (Winograd \(winograd)) \(name) at \(H)x\(W) stride \(stride), group \(groupCols): max diff \(worst)")
+                }
             }
         }
     }

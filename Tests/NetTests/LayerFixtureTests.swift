@@ -6,11 +6,14 @@ import XCTest
 final class LayerFixtureTests: XCTestCase {
     func testConv2dMatchesPyTorch() throws {
         let f = try fixture("layers.h5")
-        let saved = (Conv2d.targetColumns, Conv2d.winogradEnabled, Conv2d.winogradColumns)
-        defer { (Conv2d.targetColumns, Conv2d.winogradEnabled, Conv2d.winogradColumns) = saved }
-        // im2col with one image per GEMM (in place) or several (staged); Winograd
-        // (3x3 stride 1) with one image per group or all of them.
-        for (target, winograd) in [(1, false), (4096, false), (1, true), (4096, true)] {
+        let saved = (Conv2d.targetColumns, Conv2d.winogradEnabled, Conv2d.winogradColumns, Conv2d.backend)
+        defer { (Conv2d.targetColumns, Conv2d.winogradEnabled, Conv2d.winogradColumns, Conv2d.backend) = saved }
+        // oneDNN; the engine's im2col with one image per GEMM (in place) or several
+        // (staged); its Winograd (3x3 stride 1) with one image per group or all of them.
+        let variants: [(ConvBackend, Int, Bool)] = [(.onednn, 2048, true), (.native, 1, false), (.native, 4096, false),
+                                                    (.native, 1, true), (.native, 4096, true)]
+        for (backend, target, winograd) in variants {
+            Conv2d.backend = backend
             Conv2d.targetColumns = target
             Conv2d.winogradColumns = target
             Conv2d.winogradEnabled = winograd

@@ -1,0 +1,42 @@
+// Convolutions through oneDNN (Debian's libdnnl 2.6, the library PyTorch
+// uses on CPUs) behind a small C surface for Net's Conv2d. Every tensor the
+// caller passes is plain fp32: x and dx (N, C, H, W), y and dy (N, OC, OH, OW),
+// w and dw (OC, C, KH, KW). Inside, oneDNN picks its own layouts (blocked
+// nChw16c for AVX-512) and, in bf16, rounds the operands to bfloat16 and
+// accumulates in fp32, as PyTorch's CPU autocast does.
+// Errors: functions return 0 on success, else nonzero with a one-line message
+// from dt_dnnl_error().
+#ifndef DISTTRAIN_DNNLCONV_H
+#define DISTTRAIN_DNNLCONV_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dt_dnnl_conv dt_dnnl_conv;
+
+/// One convolution layer's primitives, created per input shape and cached.
+dt_dnnl_conv *dt_dnnl_conv_new(int C, int OC, int KH, int KW, int stride, int pad);
+void dt_dnnl_conv_free(dt_dnnl_conv *conv);
+
+/// y = conv(x, w). `bf16`: bfloat16 operands, fp32 accumulation and output.
+/// Keeps oneDNN's copy of x for dt_dnnl_conv_backward with the same x.
+int dt_dnnl_conv_forward(dt_dnnl_conv *conv, int bf16, int N, int H, int W, const float *x, const float *w, float *y);
+
+/// dw += dL/dw (when dw is not NULL) and dx = dL/dx (when dx is not NULL),
+/// for the x, w given to the last forward of this shape and dy = dL/dy.
+int dt_dnnl_conv_backward(dt_dnnl_conv *conv, int bf16, int N, int H, int W, const float *x, const float *w,
+                          const float *dy, float *dw, float *dx);
+
+/// Threads oneDNN runs on (its OpenMP pool); the engine sets it to its own count.
+void dt_dnnl_set_threads(int n);
+
+/// The oneDNN implementation chosen for the last forward of `conv` (e.g. "jit_bf16:avx512_core_bf16").
+const char *dt_dnnl_conv_impl(dt_dnnl_conv *conv);
+
+/// The last error's message on this thread.
+const char *dt_dnnl_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
