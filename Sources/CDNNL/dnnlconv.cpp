@@ -13,6 +13,7 @@
 extern "C" void omp_set_num_threads(int);
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,18 +36,37 @@ stream &cpuStream() {
     return s;
 }
 
+/// Scratch shared by all layers for the buffers that live only during one
+/// call (a forward's output, a backward's dy and dx in oneDNN's layouts):
+/// keeping one per layer would hold several copies of every activation
+/// (ResNet-50 at 224 px: 6.8 GiB instead of 3.5). Grows, never shrinks.
+void *scratch(int slot, size_t bytes) {
+    static std::vector<std::pair<void *, size_t>> slots(4, {nullptr, 0});
+    auto &s = slots[slot];
+    if (s.second < bytes) {
+        std::free(s.first);
+        s.second = (bytes + 63) / 64 * 64;
+        s.first = std::aligned_alloc(64, s.second);
+        if (!s.first) throw std::bad_alloc();
+    }
+    return s.first;
+}
+
 /// A buffer in oneDNN's chosen layout fed from (or draining to) a caller's
 /// plain tensor. When the two descriptors agree the caller's memory is used
-/// directly and no reorder runs.
+/// directly and no reorder runs. A transient bridge (slot >= 0) keeps its
+/// buffer in the shared scratch slot, valid until that slot is used again.
 struct Bridge {
     memory user;                 // wraps the caller's pointer (handle set per call)
     memory inner;                // == user when no reorder is needed
     std::unique_ptr<reorder> toInner, toUser;
     bool same = true;
+    int slot = -1;
 
     Bridge() = default;
     /// `in`: caller -> inner (inputs); `out`: inner -> caller (outputs); `accumulate`: the caller's tensor += inner.
-    Bridge(const memory::desc &userMD, const memory::desc &innerMD, bool in, bool accumulate = false) {
+    Bridge(const memory::desc &userMD, const memory::desc &innerMD, bool in, int slot = -1, bool accumulate = false)
+        : slot(slot) {
         auto &eng = cpuEngine();
         user = memory(userMD, eng, DNNL_MEMORY_NONE);
         same = userMD == innerMD && !accumulate;
@@ -54,7 +74,7 @@ struct Bridge {
             inner = user;
             return;
         }
-        inner = memory(innerMD, eng);
+        inner = slot >= 0 ? memory(innerMD, eng, DNNL_MEMORY_NONE) : memory(innerMD, eng);
         if (in) {
             toInner.reset(new reorder(reorder::primitive_desc(eng, userMD, eng, innerMD)));
         } else {
@@ -71,13 +91,20 @@ struct Bridge {
     /// The caller's data in oneDNN's layout.
     memory &load(const void *p) {
         user.set_data_handle(const_cast<void *>(p));
-        if (!same) toInner->execute(cpuStream(), user, inner);
+        if (!same) {
+            claim();
+            toInner->execute(cpuStream(), user, inner);
+        }
         return inner;
     }
     /// Where the primitive writes; call store() after it ran.
     memory &target(void *p) {
         user.set_data_handle(p);
+        if (!same) claim();
         return inner;
+    }
+    void claim() {
+        if (slot >= 0) inner.set_data_handle(scratch(slot, inner.get_desc().get_size()));
     }
     void store() {
         if (!same) toUser->execute(cpuStream(), inner, user);
@@ -127,9 +154,13 @@ struct dt_dnnl_conv {
         e->strides = {stride, stride};
         e->padding = {pad, pad};
         dt op = bf16 ? dt::bf16 : dt::f32;
-        // fp32: oneDNN's choice, which is Winograd for most 3x3 stride-1 layers (1.7x the direct
-        // kernels' speed at 224 px, as the engine's own Winograd path); bf16 has direct kernels only.
-        e->algo = bf16 ? algorithm::convolution_direct : algorithm::convolution_auto;
+        // fp32 3x3 stride-1 layers run as Winograd F(4x4, 3x3) where its 4x4 output tiles cover the map
+        // with little waste (bench/onednn_convs, 2 threads: 1.3-2.5x the direct kernels' speed on maps of
+        // 7x7 and more, or 4x4, 8x8, 10x10; slower on 1x1, 2x2, 3x3 and 5x5, which are mostly padding);
+        // bf16 has direct kernels only.
+        auto tiles = [](int n) { return double(n) / (double((n + 3) / 4) * 4); };
+        bool winograd = !bf16 && KH == 3 && KW == 3 && stride == 1 && tiles(OH) * tiles(OW) >= 0.6;
+        e->algo = winograd ? algorithm::convolution_auto : algorithm::convolution_direct;
         auto fd = convolution_forward::desc(prop_kind::forward_training, e->algo,
                                             memory::desc({N, C, H, W}, op, tag::any), memory::desc({OC, C, KH, KW}, op, tag::any),
                                             memory::desc({N, OC, OH, OW}, dt::f32, tag::any), e->strides, e->padding, e->padding);
@@ -137,7 +168,7 @@ struct dt_dnnl_conv {
         e->fwd.reset(new convolution_forward(e->fpd));
         e->x = Bridge(e->xMD, e->fpd.src_desc(), true);
         e->w = Bridge(e->wMD, e->fpd.weights_desc(), true);
-        e->y = Bridge(e->yMD, e->fpd.dst_desc(), false);
+        e->y = Bridge(e->yMD, e->fpd.dst_desc(), false, 0);
         impl = e->fpd.impl_info_str();
         entries.insert(entries.begin(), std::move(e));
         if (entries.size() > 4) entries.pop_back();  // train, eval and CAM batch shapes at most
@@ -159,15 +190,15 @@ struct dt_dnnl_conv {
                                                       e.strides, e.padding, e.padding);
         e.bwpd = convolution_backward_weights::primitive_desc(bwd, eng, e.fpd);
         e.bw.reset(new convolution_backward_weights(e.bwpd));
-        e.dyD = Bridge(e.yMD, e.bdpd.diff_dst_desc(), true);
+        e.dyD = Bridge(e.yMD, e.bdpd.diff_dst_desc(), true, 1);
         e.wDShared = e.bdpd.weights_desc() == e.fpd.weights_desc();
         if (!e.wDShared) e.wD = Bridge(e.wMD, e.bdpd.weights_desc(), true);
-        e.dx = Bridge(e.xMD, e.bdpd.diff_src_desc(), false);
+        e.dx = Bridge(e.xMD, e.bdpd.diff_src_desc(), false, 0);
         e.xWShared = e.bwpd.src_desc() == e.fpd.src_desc();
-        if (!e.xWShared) e.xW = Bridge(e.xMD, e.bwpd.src_desc(), true);
+        if (!e.xWShared) e.xW = Bridge(e.xMD, e.bwpd.src_desc(), true, 3);
         e.dyWShared = e.bwpd.diff_dst_desc() == e.bdpd.diff_dst_desc();
-        if (!e.dyWShared) e.dyW = Bridge(e.yMD, e.bwpd.diff_dst_desc(), true);
-        e.dw = Bridge(e.wMD, e.bwpd.diff_weights_desc(), false, true);
+        if (!e.dyWShared) e.dyW = Bridge(e.yMD, e.bwpd.diff_dst_desc(), true, 2);
+        e.dw = Bridge(e.wMD, e.bwpd.diff_weights_desc(), false, -1, true);
         e.backwardReady = true;
     }
 };

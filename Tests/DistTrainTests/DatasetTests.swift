@@ -1,4 +1,4 @@
-import DistTrain
+@testable import DistTrain
 import Foundation
 import Net
 import XCTest
@@ -94,6 +94,35 @@ final class DatasetTests: XCTestCase {
         flip.flip = true
         px.withUnsafeBufferPointer { maker.fill(t, slot: 0, bytes: $0.baseAddress!, aug: flip) }
         XCTAssertEqual(t[0], (Float(px[3]) / 255 - 0.5) / 0.25, accuracy: 1e-5, "a flip mirrors columns")
+    }
+
+    /// The background loader hands over the same batches, in order, as making
+    /// them on the spot; the two buffers alternate; a failed batch rethrows at take().
+    func testPrefetcherMatchesSynchronousBatches() throws {
+        let dir = try writeSyntheticCSVSet(makeTempDir("prefetch"), train: 8, val: 2, test: 2, size: 20)
+        try DatasetSource.detect(dir).prepare(out: dir + "/data.h5")
+        let ds = try Dataset(path: dir + "/data.h5")
+        let maker = BatchMaker(dataset: ds, size: 16)
+        let batches = BatchPrefetcher()
+        let groups = [[0, 1, 2], [3, 4, 5], [6, 7, 1]]
+        batches.start { try maker.batch(ds, groups[0], into: $0, seed: 9, augmentEpoch: 2, parallel: false) }
+        var seen: [ObjectIdentifier] = []
+        for (i, g) in groups.enumerated() {
+            let (x, labels) = try batches.take()
+            if i + 1 < groups.count {
+                let next = groups[i + 1]
+                batches.start { try maker.batch(ds, next, into: $0, seed: 9, augmentEpoch: 2, parallel: false) }
+            }
+            let ref = Tensor()
+            let refLabels = try maker.batch(ds, g, into: ref, seed: 9, augmentEpoch: 2)
+            XCTAssertEqual(labels, refLabels)
+            XCTAssertEqual(x.array, ref.array, "batch \(i)")
+            seen.append(ObjectIdentifier(x))
+        }
+        XCTAssertEqual(seen[0], seen[2])
+        XCTAssertNotEqual(seen[0], seen[1])
+        batches.start { _ in throw RuntimeError("unreadable image 7") }
+        XCTAssertThrowsError(try batches.take()) { XCTAssertTrue("\($0)".contains("unreadable image 7")) }
     }
 
     func testRocAUC() {

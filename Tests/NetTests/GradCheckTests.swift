@@ -84,7 +84,8 @@ final class GradCheckTests: XCTestCase {
                     let scale = b.map { abs($0) }.max() ?? 1
                     let worst = zip(a, b).map { abs($0 - $1) }.max() ?? 0
                     XCTAssertLessThan(worst, 1e-5 * scale + 1e-6,
-                                      "\(backend) (Winograd \(winograd)) \(name) at \(H)x\(W) stride \(stride), group \(groupCols): max diff \(worst)")
+                                      "\(backend) (Winograd \(winograd)) \(name) at \(H)x\(W) stride \(stride), "
+                                      + "group \(groupCols): max diff \(worst)")
                 }
             }
         }

@@ -102,7 +102,8 @@ final class ResNetFixtureTests: XCTestCase {
             if err / bound > worst.0 { worst = (err / bound, path) }
             if !(err <= bound) {
                 let i = zip(a, b).enumerated().max { abs($0.1.0 - $0.1.1) < abs($1.1.0 - $1.1.1) }!.offset
-                XCTFail("\(path) (\(precision)): relative L2 error \(err) > \(bound) (PyTorch \(precision): \(err32)); worst index \(i): ours \(a[i]) vs \(b[i])",
+                XCTFail("\(path) (\(precision)): relative L2 error \(err) > \(bound) (PyTorch \(precision): \(err32)); "
+                        + "worst index \(i): ours \(a[i]) vs \(b[i])",
                         file: file, line: line)
             }
         }
@@ -157,6 +158,8 @@ final class ResNetFixtureTests: XCTestCase {
             print("\(name) bf16: our error / PyTorch autocast's, mean over tensors: \(String(format: "%.2f", mean))")
             XCTAssertLessThanOrEqual(mean, 1, "on average less accurate than PyTorch's bf16 autocast")
         }
-        print("\(name) (\(precision), \(Conv2d.backend) convolutions\(Conv2d.winogradEnabled ? "" : ", no Winograd")): \(c.checked) tensors checked; closest to its bound: \(c.worst.1) at \(String(format: "%.2f", c.worst.0)) of it")
+        let variant = "\(precision), \(Conv2d.backend) convolutions" + (Conv2d.winogradEnabled ? "" : ", no Winograd")
+        print("\(name) (\(variant)): \(c.checked) tensors checked; closest to its bound: \(c.worst.1) at "
+              + String(format: "%.2f", c.worst.0) + " of it")
     }
 }

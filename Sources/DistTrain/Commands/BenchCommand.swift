@@ -74,6 +74,45 @@ struct Bench: ParsableCommand {
         print(String(format: "median bf16/fp32: %.2f", ratios.sorted()[ratios.count / 2]))
     }
 
+    /// The convolutions' rate against the GEMM roof of this machine's threads,
+    /// measured now: `Parallel.threads` independent one-core GEMMs (1024^3) side
+    /// by side, fp32 through OpenBLAS and bf16 through our AVX512-BF16 kernel.
+    /// Convolution FLOPs are counted as a direct convolution's (2 per multiply-add):
+    /// Winograd does fewer, so its rate can pass the roof.
+    func convolutionRoof(seconds: Double) {
+        guard seconds > 0 else { return }
+        let T = Parallel.threads, n = 1024
+        func roof(_ bf16: Bool) -> Double {
+            var rng = Xoshiro256(seed: 3)
+            let a = (0..<(n * n)).map { _ in Float(rng.uniform(-1, 1)) }
+            var cs = [[Float]](repeating: [Float](repeating: 0, count: n * n), count: T)
+            var best = 0.0
+            for _ in 0..<3 {
+                let t0 = now()
+                cs.withUnsafeMutableBufferPointer { bufs in
+                    DispatchQueue.concurrentPerform(iterations: T) { k in
+                        bufs[k].withUnsafeMutableBufferPointer { c in
+                            if bf16 {
+                                BF16.gemm(M: n, N: n, K: n, A: a, lda: n, B: a, ldb: n, beta: 0, C: c.baseAddress!, ldc: n)
+                            } else {
+                                BLAS.gemm1(M: n, N: n, K: n, A: a, lda: n, B: a, ldb: n, C: c.baseAddress!, ldc: n)
+                            }
+                        }
+                    }
+                }
+                best = max(best, 2 * Double(n * n * n) * Double(T) / (now() - t0) / 1e9)
+            }
+            return best
+        }
+        let rate = Profiler.convFlops / seconds / 1e9
+        let fp32 = roof(false), bf16 = BF16.supported ? roof(true) : 0
+        let mine = Precision.current == .bf16 ? bf16 : fp32
+        print(String(format: "  convolutions: %.0f GFLOP/s (direct-convolution FLOPs, %.0f per step), %.0f %% of the %@ GEMM roof", rate,
+                     Profiler.convFlops / Double(steps) / 1e9, 100 * rate / mine, Precision.current.rawValue))
+        print(String(format: "  GEMM roof on %d thread(s), measured now: fp32 %.0f GFLOP/s (OpenBLAS), bf16 %@", T, fp32,
+                     BF16.supported ? String(format: "%.0f GFLOP/s (AVX512-BF16 kernel)", bf16) : "none (no AVX512-BF16)"))
+    }
+
     /// Under mpirun each rank runs batchSize/size images per step, as in training.
     func measure(_ comm: Communicator) throws {
         if let g = gemmColumns { Conv2d.targetColumns = g }
@@ -125,6 +164,8 @@ struct Bench: ParsableCommand {
                 line(kind, t)
             }
             line("optimizer, all-reduce, other", total - accounted)
+            let kinds: [Profiler.Kind] = [.dnnlConv, .convGemm, .im2col, .staging, .winograd]
+            convolutionRoof(seconds: kinds.map(Profiler.seconds).reduce(0, +))
         }
         if json {
             print("{\"impl\": \"disttrain\", \"ranks\": \(ranks), \"img_per_s\": \(ips), \"median_step_s\": \(med), "

@@ -70,13 +70,15 @@ public struct BatchMaker {
         }
     }
 
-    /// A batch of `indices` from the data set (augmented when `augmentEpoch` is set).
-    public func batch(_ dataset: Dataset, _ indices: [Int], into out: Tensor, seed: UInt64, augmentEpoch: Int?) throws -> [Int] {
+    /// A batch of `indices` from the data set (augmented when `augmentEpoch` is set),
+    /// over the engine's threads or, with `parallel` false, on the calling thread alone.
+    public func batch(_ dataset: Dataset, _ indices: [Int], into out: Tensor, seed: UInt64, augmentEpoch: Int?,
+                      parallel: Bool = true) throws -> [Int] {
         out.resize([indices.count, outChannels, size, size])
         let bytes = try dataset.readImages(indices)
         let per = channels * height * width
         bytes.withUnsafeBufferPointer { b in
-            Parallel.chunks(indices.count) { lo, hi in
+            Parallel.chunks(indices.count, grain: parallel ? 1 : indices.count + 1) { lo, hi in
                 for k in lo..<hi {
                     let aug = augmentEpoch.map { Augmentation.random(seed: seed, epoch: $0, index: indices[k]) } ?? .identity
                     fill(out, slot: k, bytes: b.baseAddress! + k * per, aug: aug)
@@ -84,5 +86,45 @@ public struct BatchMaker {
             }
         }
         return indices.map { dataset.labels[$0] }
+    }
+}
+
+/// Double buffering for training: the next batch is read and augmented on a
+/// background thread while the current one trains. A batch is a function of
+/// (seed, epoch, index) alone, so what each step sees does not depend on the
+/// timing. One batch is in flight at a time; `take` hands over the tensor,
+/// which stays the caller's until the batch after the next one is started.
+final class BatchPrefetcher {
+    private let queue = DispatchQueue(label: "disttrain.batches")
+    private let buffers = [Tensor(), Tensor()]
+    private var free = 0
+    private var pending: Pending?
+
+    private final class Pending: @unchecked Sendable {
+        let group = DispatchGroup()
+        let tensor: Tensor
+        var result: Result<[Int], Error> = .success([])
+        init(_ t: Tensor) { tensor = t }
+    }
+
+    /// Starts `make` (fill the tensor, return the labels) into the free buffer.
+    func start(_ make: @escaping (Tensor) throws -> [Int]) {
+        if let left = pending { left.group.wait() }  // an epoch that ended by an error left one behind
+        let p = Pending(buffers[free])
+        free ^= 1
+        p.group.enter()
+        queue.async {
+            p.result = Result { try make(p.tensor) }
+            p.group.leave()
+        }
+        pending = p
+    }
+
+    /// The batch started last, once it is ready; rethrows its error.
+    func take() throws -> (Tensor, [Int]) {
+        guard let p = pending else { preconditionFailure("take() without start()") }
+        pending = nil
+        p.group.wait()
+        return (p.tensor, try p.result.get())
     }
 }

@@ -171,12 +171,12 @@ struct Comparison {
     }
 
     /// Validation accuracy and loss per epoch, one line per run (named by its
-    /// folder), from each run's metrics.csv: how the methods learn, on the split
+    /// folder), from each run's metrics (.h5, or .csv): how the methods learn, on the split
     /// that chooses checkpoints.
     func curves() -> [ReportFigures.Figure] {
         let palette: [Color] = [.train, .val, .test, .model, Color(r: 148, g: 103, b: 189), Color(r: 140, g: 86, b: 75),
                                 Color(r: 227, g: 119, b: 194), Color(r: 127, g: 127, b: 127)]
-        let logs = runs.map { MetricsLog.load(dir: $0, upTo: Int.max).rows }
+        let logs = runs.map { MetricsLog.rows(ofRun: $0) }
         func series(_ f: (EpochRow) -> Double) -> [Plot.Series] {
             zip(runs, logs).enumerated().map { k, run in
                 Plot.Series(name: (run.0 as NSString).lastPathComponent, color: palette[k % palette.count],

@@ -45,6 +45,21 @@ public struct MetricsLog {
 
     public init(dir: String) { self.dir = dir }
 
+    /// Every row of a run: metrics.h5, or metrics.csv where only that was kept
+    /// (results copied into docs/results). Columns are found by header name;
+    /// an empty cell is NaN. Empty when neither file reads.
+    public static func rows(ofRun dir: String) -> [EpochRow] {
+        let fromH5 = load(dir: dir, upTo: Int.max).rows
+        guard fromH5.isEmpty, let text = try? String(contentsOfFile: dir + "/metrics.csv", encoding: .utf8) else { return fromH5 }
+        let lines = text.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        guard let header = lines.first else { return [] }
+        let at = EpochRow.columns.map { header.firstIndex(of: $0) }
+        guard at[0] != nil else { return [] }
+        return lines.dropFirst().map { cells in
+            EpochRow(values: at.map { i in i.flatMap { $0 < cells.count ? Double(cells[$0]) : nil } ?? .nan })
+        }
+    }
+
     /// Rows of an earlier invocation, up to and including `epoch`.
     public static func load(dir: String, upTo epoch: Int) -> MetricsLog {
         var log = MetricsLog(dir: dir)

@@ -21,7 +21,7 @@ public final class Trainer {
     var events: EventWriter?
     let debug: Bool
     let console: Console
-    let x = Tensor()
+    let batches = BatchPrefetcher()
 
     public var net: ResNet { evaluator.net }
     public var dataset: Dataset { evaluator.dataset }
@@ -195,9 +195,15 @@ public final class Trainer {
         }
         var lossSum = 0.0, correct = 0.0, seen = 0.0, lr = 0.0
         let t0 = now()
-        for i in 0..<steps {
+        let (maker, dataset, seed, augment) = (batchMaker, self.dataset, config.seed, config.augment ? epoch : nil)
+        func prefetch(_ i: Int) {
             let indices = sampler.localIndices(epoch: epoch, step: i, permutation: perm).map { split[$0] }
-            let labels = try batchMaker.batch(dataset, indices, into: x, seed: config.seed, augmentEpoch: config.augment ? epoch : nil)
+            batches.start { try maker.batch(dataset, indices, into: $0, seed: seed, augmentEpoch: augment, parallel: false) }
+        }
+        prefetch(0)
+        for i in 0..<steps {
+            let (x, labels) = try batches.take()
+            if i + 1 < steps { prefetch(i + 1) }
             lr = Double(schedule.lr(at: state.step))
             let r = try step(x, labels: labels, lr: lr) { r in
                 guard r.meanLoss.isFinite else {
