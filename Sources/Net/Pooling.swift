@@ -27,6 +27,7 @@ public final class MaxPool2d {
         if argmax.count < output.count { argmax = Array(repeating: 0, count: output.count) }
         let xp = x.data, yp = output.data
         let k = kernel, s = stride, pad = self.pad
+        let fast = k == 3 && s == 2 && pad == 1
         argmax.withUnsafeMutableBufferPointer { am in
             let amp = am.baseAddress!
             Parallel.chunks(N * C, grain: 4) { lo, hi in
@@ -34,7 +35,7 @@ public final class MaxPool2d {
                     let src = xp + nc * H * W, dst = yp + nc * OH * OW, idx = amp + nc * OH * OW
                     for oh in 0..<OH {
                         let h0 = oh * s - pad
-                        for ow in 0..<OW {
+                        func scalar(_ ow: Int) {
                             let w0 = ow * s - pad
                             var best = -Float.infinity, bi: Int32 = -1
                             for kh in 0..<k {
@@ -50,11 +51,51 @@ public final class MaxPool2d {
                             dst[oh * OW + ow] = best
                             idx[oh * OW + ow] = bi
                         }
+                        // 3x3 stride 2 (ResNet's stem): 8 outputs at a time where all their columns are inside.
+                        var ow = 0
+                        if fast && OW > 0 {
+                            scalar(0)
+                            ow = MaxPool2d.stem8(src, H: H, W: W, h0: h0, dst: dst + oh * OW, idx: idx + oh * OW, OW: OW)
+                        }
+                        while ow < OW { scalar(ow); ow += 1 }
                     }
                 }
             }
         }
         return output
+    }
+
+    /// Outputs 1, 2, ... of one output row of a 3x3 stride-2 padding-1 pooling,
+    /// 8 at a time while their columns 2ow-1 ... 2ow+16 are inside the row (the
+    /// even/odd halves of two 16-float loads are the three column candidates);
+    /// the scalar loop's scan order (kh, then kw) and tie/NaN rule. Returns the
+    /// first output it did not write.
+    @inline(__always)
+    static func stem8(_ src: UnsafeMutablePointer<Float>, H: Int, W: Int, h0: Int,
+                      dst: UnsafeMutablePointer<Float>, idx: UnsafeMutablePointer<Int32>, OW: Int) -> Int {
+        let lanes = SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14)
+        var ow = 1
+        while ow + 8 <= OW && 2 * ow + 17 <= W {
+            var best = SIMD8<Float>(repeating: -.infinity), bi = SIMD8<Int32>(repeating: -1)
+            for ih in max(h0, 0)..<min(h0 + 3, H) {
+                let row = UnsafeRawPointer(src + ih * W + 2 * ow - 1)
+                let a = row.loadUnaligned(as: SIMD16<Float>.self)
+                let b = row.loadUnaligned(fromByteOffset: 8, as: SIMD16<Float>.self)
+                let cols = lanes &+ Int32(ih * W + 2 * ow - 1)
+                @inline(__always) func visit(_ v: SIMD8<Float>, _ kw: Int32) {
+                    let take = (v .> best) .| (v .!= v)
+                    best.replace(with: v, where: take)
+                    bi.replace(with: cols &+ kw, where: take)
+                }
+                visit(a.evenHalf, 0)
+                visit(a.oddHalf, 1)
+                visit(b.evenHalf, 2)
+            }
+            UnsafeMutableRawPointer(dst + ow).storeBytes(of: best, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(idx + ow).storeBytes(of: bi, as: SIMD8<Int32>.self)
+            ow += 8
+        }
+        return ow
     }
 
     /// dx[argmax] += dy.

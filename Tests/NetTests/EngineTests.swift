@@ -73,6 +73,50 @@ final class EngineTests: XCTestCase {
         for (a, b) in zip(gotA, expected) { XCTAssertEqual(a, b, accuracy: 1e-6) }
     }
 
+    /// The stem's 3x3 stride-2 max pooling (8 outputs per SIMD step inside each
+    /// row) against a plain scan in PyTorch's order: values and argmax, with ties
+    /// (values on a coarse grid), -inf, and NaN, on widths around the 8-lane
+    /// boundaries; then backward routes dy to those argmax positions.
+    func testStemMaxPoolMatchesAPlainScan() {
+        var rng = Xoshiro256(seed: 4)
+        for (H, W) in [(5, 17), (9, 33), (8, 34), (7, 40), (12, 56), (3, 19), (6, 18)] {
+            let x = Tensor([2, 3, H, W])
+            for i in 0..<x.count { x[i] = Float(Int(rng.uniform(0, 5))) }
+            x[7] = .nan
+            x[W + 3] = -.infinity
+            let mp = MaxPool2d()
+            let y = mp.forward(x)
+            let OH = (H - 1) / 2 + 1, OW = (W - 1) / 2 + 1
+            XCTAssertEqual(y.shape, [2, 3, OH, OW])
+            var arg = [Int](repeating: -1, count: y.count)
+            for nc in 0..<6 {
+                for oh in 0..<OH {
+                    for ow in 0..<OW {
+                        var best = -Float.infinity, bi = -1
+                        for kh in 0..<3 {
+                            for kw in 0..<3 {
+                                let ih = 2 * oh - 1 + kh, iw = 2 * ow - 1 + kw
+                                guard ih >= 0, ih < H, iw >= 0, iw < W else { continue }
+                                let v = x[nc * H * W + ih * W + iw]
+                                if v > best || v.isNaN { best = v; bi = ih * W + iw }
+                            }
+                        }
+                        let o = (nc * OH + oh) * OW + ow
+                        arg[o] = bi
+                        let got = y[o]
+                        XCTAssertTrue(got == best || (got.isNaN && best.isNaN), "\(H)x\(W) output \(o): \(got) vs \(best)")
+                    }
+                }
+            }
+            let dy = Tensor(y.shape)
+            for i in 0..<dy.count { dy[i] = Float(i % 7) + 1 }
+            mp.backward(dy)
+            var dx = [Float](repeating: 0, count: x.count)
+            for (o, a) in arg.enumerated() where a >= 0 { dx[o / (OH * OW) * H * W + a] += dy[o] }
+            XCTAssertEqual(mp.dinput.array, dx, "\(H)x\(W): gradient routed to other positions")
+        }
+    }
+
     func testSchedules() {
         var s = LRSchedule(kind: .cosine, base: 0.1, totalSteps: 110, warmupSteps: 10)
         XCTAssertEqual(s.lr(at: 0), 0.01, accuracy: 1e-7)           // warm-up starts at 10 %
