@@ -2,8 +2,9 @@ import CDNNL
 import Foundation
 
 // 2-D convolution, forward and backward side by side, on one of two backends
-// (`Conv2d.backend`): oneDNN's direct convolutions (the default: the kernels
-// PyTorch runs on CPUs, in fp32 or bf16; CDNNL), or the engine's own
+// (`Conv2d.backend`): oneDNN's (the default: the kernels PyTorch runs on CPUs;
+// fp32 as Winograd on 3x3 stride-1 layers with large enough maps, else direct;
+// bf16 direct; CDNNL), or the engine's own
 // im2col + GEMM and Winograd path below (the reference the oneDNN path is
 // tested against, and the fallback: DISTTRAIN_CONV=native).
 //

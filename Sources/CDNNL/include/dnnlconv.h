@@ -5,7 +5,8 @@
 // nChw16c for AVX-512) and, in bf16, rounds the operands to bfloat16 and
 // accumulates in fp32, as PyTorch's CPU autocast does.
 // Errors: functions return 0 on success, else nonzero with a one-line message
-// from dt_dnnl_error().
+// from dt_dnnl_error(). One thread at a time calls these (the layers share
+// scratch buffers and a stream); oneDNN itself runs each call on its OpenMP pool.
 #ifndef DISTTRAIN_DNNLCONV_H
 #define DISTTRAIN_DNNLCONV_H
 #ifdef __cplusplus
