@@ -203,6 +203,20 @@ struct dt_dnnl_conv {
     }
 };
 
+namespace {
+/// body() under the C surface's error convention: 0, or 1 with the message in lastError.
+template <class Body>
+int guarded(const char *what, Body body) {
+    try {
+        body();
+        return 0;
+    } catch (const std::exception &err) {
+        lastError = std::string("oneDNN convolution ") + what + ": " + err.what();
+        return 1;
+    }
+}
+}  // namespace
+
 extern "C" {
 
 dt_dnnl_conv *dt_dnnl_conv_new(int C, int OC, int KH, int KW, int stride, int pad) {
@@ -214,7 +228,7 @@ dt_dnnl_conv *dt_dnnl_conv_new(int C, int OC, int KH, int KW, int stride, int pa
 void dt_dnnl_conv_free(dt_dnnl_conv *conv) { delete conv; }
 
 int dt_dnnl_conv_forward(dt_dnnl_conv *conv, int bf16, int N, int H, int W, const float *x, const float *w, float *y) {
-    try {
+    return guarded("forward", [&] {
         Entry &e = conv->entry(bf16, N, H, W);
         auto &s = cpuStream();
         memory &xi = e.x.load(x);
@@ -224,16 +238,12 @@ int dt_dnnl_conv_forward(dt_dnnl_conv *conv, int bf16, int N, int H, int W, cons
         e.fwd->execute(s, {{DNNL_ARG_SRC, xi}, {DNNL_ARG_WEIGHTS, wi}, {DNNL_ARG_DST, yi}});
         e.y.store();
         s.wait();
-        return 0;
-    } catch (const std::exception &err) {
-        lastError = std::string("oneDNN convolution forward: ") + err.what();
-        return 1;
-    }
+    });
 }
 
 int dt_dnnl_conv_backward(dt_dnnl_conv *conv, int bf16, int N, int H, int W, const float *x, const float *w,
                           const float *dy, float *dw, float *dx) {
-    try {
+    return guarded("backward", [&] {
         Entry &e = conv->entry(bf16, N, H, W);
         conv->prepareBackward(e);
         auto &s = cpuStream();
@@ -252,11 +262,7 @@ int dt_dnnl_conv_backward(dt_dnnl_conv *conv, int bf16, int N, int H, int W, con
             e.dw.store();
         }
         s.wait();
-        return 0;
-    } catch (const std::exception &err) {
-        lastError = std::string("oneDNN convolution backward: ") + err.what();
-        return 1;
-    }
+    });
 }
 
 void dt_dnnl_set_threads(int n) { omp_set_num_threads(n < 1 ? 1 : n); }

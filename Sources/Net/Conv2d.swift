@@ -39,6 +39,7 @@ public final class Conv2d {
     /// dL/dx, written (not accumulated) by backward when requested.
     public let dinput = Tensor()
     private var input: Tensor?
+    // The next three tune the native backend only.
     /// Minimum GEMM width (columns) a group of images aims for; a tuning knob.
     nonisolated(unsafe) public static var targetColumns = 2048
     /// Run 3x3 stride-1 convolutions as Winograd F(2x2, 3x3) (Winograd.swift).
@@ -89,11 +90,7 @@ public final class Conv2d {
         let xp = x.data, yp = output.data
         Profiler.countConv(2 * Double(N * OC * P * K))
         if Conv2d.backend == .onednn {
-            let d = oneDNN()
-            let rc = Profiler.measure(.dnnlConv) {
-                dt_dnnl_conv_forward(d, Precision.current == .bf16 ? 1 : 0, Int32(N), Int32(H), Int32(W), xp, w, yp)
-            }
-            if rc != 0 { fatalError(String(cString: dt_dnnl_error())) }
+            oneDNN { d, bf16 in dt_dnnl_conv_forward(d, bf16, Int32(N), Int32(H), Int32(W), xp, w, yp) }
             addBias(N: N, P: P)
             return output
         }
@@ -180,12 +177,8 @@ public final class Conv2d {
         if frozen && !needInputGrad { return }
         Profiler.countConv(2 * Double(N * OC * P * K) * ((frozen ? 0 : 1) + (needInputGrad ? 1 : 0)))
         if Conv2d.backend == .onednn {
-            let d = oneDNN()
-            let rc = Profiler.measure(.dnnlConv) {
-                dt_dnnl_conv_backward(d, Precision.current == .bf16 ? 1 : 0, Int32(N), Int32(H), Int32(W), xp, w, dyp,
-                                      frozen ? nil : dw, needInputGrad ? dinput.data : nil)
-            }
-            if rc != 0 { fatalError(String(cString: dt_dnnl_error())) }
+            let dx = needInputGrad ? dinput.data : nil
+            oneDNN { d, bf16 in dt_dnnl_conv_backward(d, bf16, Int32(N), Int32(H), Int32(W), xp, w, dyp, frozen ? nil : dw, dx) }
             return
         }
         if usesWinograd(H: H, W: W) {
@@ -246,11 +239,13 @@ public final class Conv2d {
         }
     }
 
-    func oneDNN() -> OpaquePointer {
-        if let d = dnnl { return d }
-        let d = dt_dnnl_conv_new(Int32(C), Int32(OC), Int32(KH), Int32(KW), Int32(stride), Int32(pad))!
+    /// Runs one CDNNL call on this layer's primitives (made on first use) in the
+    /// current precision, timed; a failure (a shape oneDNN cannot run, no memory) is fatal.
+    func oneDNN(_ call: (OpaquePointer, Int32) -> Int32) {
+        let d = dnnl ?? dt_dnnl_conv_new(Int32(C), Int32(OC), Int32(KH), Int32(KW), Int32(stride), Int32(pad))!
         dnnl = d
-        return d
+        let rc = Profiler.measure(.dnnlConv) { call(d, Precision.current == .bf16 ? 1 : 0) }
+        if rc != 0 { fatalError(String(cString: dt_dnnl_error())) }
     }
 
     /// The oneDNN implementation of this layer's last forward ("" before one ran).
