@@ -3,7 +3,7 @@ import Foundation
 import Net
 import XCTest
 
-/// --ema: the average follows torchvision's rule, validation and best.h5 use
+/// --ema: the average (weights and BatchNorm statistics) follows torchvision's rule, validation and best.h5 use
 /// it, and resume stays exact because the average is in the checkpoint.
 final class EMATests: XCTestCase {
     static var data: String = preparedSyntheticSet("ema-data", train: 16, val: 4, test: 4)
@@ -20,15 +20,29 @@ final class EMATests: XCTestCase {
         let ema = WeightEMA(decay: 0.75, store: net.store)
         let before = ema.values
         let s = net.store
+        XCTAssertGreaterThan(s.bufferCount, 0)
+        XCTAssertEqual(before.count, s.parameterCount + s.bufferCount)
         for i in 0..<s.parameterCount { s.values[i] += 1 }
+        for i in 0..<s.bufferCount { s.buffers[i] += 2 }
         ema.update(from: s)
         for i in stride(from: 0, to: s.parameterCount, by: 97) {
             XCTAssertEqual(ema.values[i], Float(0.75) * before[i] + Float(0.25) * s.values[i])
         }
-        let weights = Array(UnsafeBufferPointer(start: s.values, count: s.parameterCount))
-        let inside = ema.withAveragedWeights(in: s) { Array(UnsafeBufferPointer(start: s.values, count: s.parameterCount)) }
+        // The BatchNorm running statistics are averaged too (AveragedModel's use_buffers=True).
+        let p = s.parameterCount
+        for i in stride(from: 0, to: s.bufferCount, by: 7) {
+            XCTAssertEqual(ema.values[p + i], Float(0.75) * before[p + i] + Float(0.25) * s.buffers[i])
+        }
+        let mean = s.entry(named: "layer1.0.bn1.running_mean")!
+        XCTAssertEqual(ema.values(of: mean), Array(ema.values[(p + mean.offset)..<(p + mean.offset + mean.count)]))
+        func state() -> [Float] {
+            Array(UnsafeBufferPointer(start: s.values, count: s.parameterCount))
+                + Array(UnsafeBufferPointer(start: s.buffers, count: s.bufferCount))
+        }
+        let live = state()
+        let inside = ema.withAveragedWeights(in: s) { state() }
         XCTAssertEqual(inside, ema.values)
-        XCTAssertEqual(Array(UnsafeBufferPointer(start: s.values, count: s.parameterCount)), weights, "training weights restored")
+        XCTAssertEqual(state(), live, "training weights and statistics restored")
     }
 
     func tensors(_ path: String) throws -> [String: [Float]] { try checkpointTensors(path) }
@@ -46,6 +60,9 @@ final class EMATests: XCTestCase {
         for (k, v) in ta { XCTAssertEqual(v, tb[k], "\(k) differs after resume") }
         // model/ is the average, training/ the weights; they differ after training.
         XCTAssertNotEqual(ta["model/conv1.weight"], ta["training/conv1.weight"])
+        // Both hold BatchNorm statistics too: the averaged ones and the live ones.
+        XCTAssertNotNil(ta["training/bn1.running_mean"])
+        XCTAssertNotEqual(ta["model/bn1.running_mean"], ta["training/bn1.running_mean"])
         XCTAssertEqual(ta["model/bn1.running_mean"], tb["model/bn1.running_mean"])
         // Evaluating best.h5 evaluates the average: the metrics of its epoch come back.
         let rows = try String(contentsOfFile: a + "/metrics.csv", encoding: .utf8).split(separator: "\n")

@@ -4,8 +4,9 @@ import Net
 /// HDF5 checkpoints (DESIGN.md "On disk"): `model/<state_dict key>` (same
 /// shapes; float32, counters int64), `optimizer/<key>/<state name>` and
 /// `optimizer/steps`, `state/<TrainState field>` and `state/seed`, attributes.
-/// With `--ema`, `model/` holds the averaged weights (what inference and h5py
-/// users load) and `training/<key>` the training weights (what resume needs).
+/// With `--ema`, `model/` holds the averaged weights and BatchNorm statistics
+/// (what inference and h5py users load) and `training/<key>` the training ones
+/// (what resume needs; checkpoints before 2026-11-27 hold parameters alone there).
 /// Loads into torchvision.models.resnet18(num_classes=2) (conv1 widened) by
 /// key with h5py. Written to *.tmp, fsynced, renamed: never half a file.
 public enum Checkpoint {
@@ -18,9 +19,9 @@ public enum Checkpoint {
             for e in s.entries {
                 if e.kind == .counter {
                     try f.write("model/" + e.name, shape: [], int64s: [s.counters[e.offset]], chunked: false)
-                } else if let ema, e.kind == .parameter {
-                    try f.write("model/" + e.name, shape: e.shape, floats: Array(ema.values[e.offset..<(e.offset + e.count)]))
-                    try f.write("training/" + e.name, shape: e.shape, floats: s.read(e))
+                } else if let ema {
+                    try f.write("model/" + e.name, shape: e.shape, floats: ema.values(of: e), chunked: e.count > 0)
+                    try f.write("training/" + e.name, shape: e.shape, floats: s.read(e), chunked: e.count > 0)
                 } else {
                     try f.write("model/" + e.name, shape: e.shape, floats: s.read(e), chunked: e.count > 0)
                 }
@@ -54,7 +55,8 @@ public enum Checkpoint {
     /// Loads the model (and the optimizer, when given) by name; returns the
     /// training state. For inference, `model/` (the averaged weights of an
     /// --ema run); to resume (`optimizer` given), the training weights, and the
-    /// average into `ema`.
+    /// average into `ema` (its BatchNorm statistics are the model's where an
+    /// older checkpoint kept no training/ statistics: then they were the same).
     @discardableResult
     public static func load(_ path: String, into net: ResNet, optimizer: Optimizer? = nil,
                             ema: WeightEMA? = nil) throws -> TrainState {
@@ -64,7 +66,7 @@ public enum Checkpoint {
             if f.exists("training") {
                 ema?.reset(to: net.store)
                 var training = StateDict.Options()
-                training.parametersOnly = true
+                training.trainingWeights = true
                 try StateDict.load(HDF5TensorSource(f, group: "training", what: "checkpoint (training weights)"), into: net, training)
             } else if ema != nil {
                 throw RuntimeError("checkpoint '\(path)' has no training/ weights: it was not written with --ema, "

@@ -45,8 +45,9 @@ public enum StateDict {
         public var countersOptional = false
         /// conv1 of an RGB source may meet a 1-channel model by summing over its input channels.
         public var sumConv1InputChannels = false
-        /// Only the trainable parameters (BN buffers and counters left as they are).
-        public var parametersOnly = false
+        /// The float tensors only (counters left as they are), and BatchNorm buffers only where the
+        /// source has them: the training weights of an --ema checkpoint (older ones hold parameters alone).
+        public var trainingWeights = false
         public init() {}
     }
 
@@ -62,7 +63,7 @@ public enum StateDict {
         var report = Report()
         for e in s.entries {
             if options.skipPrefixes.contains(where: { e.name.hasPrefix($0) }) { report.skipped.append(e.name); continue }
-            if options.parametersOnly && e.kind != .parameter { continue }
+            if options.trainingWeights && e.kind == .counter { continue }
             if e.kind == .counter {
                 guard let v = try source.counter(e.name) else {
                     if options.countersOptional { continue }
@@ -72,7 +73,10 @@ public enum StateDict {
                 report.loaded.append(e.name)
                 continue
             }
-            guard let shape = try source.shape(e.name) else { throw missing(e.name, source, net) }
+            guard let shape = try source.shape(e.name) else {
+                if options.trainingWeights && e.kind == .buffer { continue }
+                throw missing(e.name, source, net)
+            }
             let sumConv1 = options.sumConv1InputChannels && e.name == "conv1.weight" && e.shape[1] == 1 && shape.count == 4
                 && shape[0] == e.shape[0] && shape[2...] == e.shape[2...] && (1...64).contains(shape[1])
             guard shape == e.shape || sumConv1 else {

@@ -131,6 +131,7 @@ public final class Trainer {
             let t0 = now()
             let train = try trainEpoch(epoch)
             ReplicaSync.averageBatchNormStatistics(net, comm)
+            ema?.withStatistics { comm.allreduceMean($0, count: $1) }
             try ReplicaSync.checkReplicas(net, comm, epoch: epoch)
             // With --ema, validation (and so best.h5) and the test figures are the averaged weights'.
             let (val, test) = try evaluateEpoch()
