@@ -112,10 +112,11 @@ struct Bridge {
 };
 
 struct Entry {
-    int N, H, W, bf16;
+    int N, H, W, bf16, xLast, yLast;
     algorithm algo;
     memory::desc xMD, yMD, wMD;          // the caller's plain fp32 tensors
     memory::dims strides, padding;
+    tag act;                             // the primitives' activation layout: nhwc, or any
     convolution_forward::primitive_desc fpd;
     std::unique_ptr<convolution_forward> fwd;
     Bridge x, w, y;
@@ -137,19 +138,22 @@ struct dt_dnnl_conv {
     std::vector<std::unique_ptr<Entry>> entries;  // most recent first
     std::string impl;
 
-    Entry &entry(int bf16, int N, int H, int W) {
+    Entry &entry(int bf16, int xLast, int yLast, int N, int H, int W) {
         for (size_t i = 0; i < entries.size(); i++) {
             Entry &e = *entries[i];
-            if (e.N == N && e.H == H && e.W == W && e.bf16 == bf16) {
+            if (e.N == N && e.H == H && e.W == W && e.bf16 == bf16 && e.xLast == xLast && e.yLast == yLast) {
                 if (i) std::rotate(entries.begin(), entries.begin() + i, entries.begin() + i + 1);
                 return *entries[0];
             }
         }
         auto e = std::make_unique<Entry>();
-        e->N = N; e->H = H; e->W = W; e->bf16 = bf16;
+        e->N = N; e->H = H; e->W = W; e->bf16 = bf16; e->xLast = xLast; e->yLast = yLast;
         int OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
-        e->xMD = memory::desc({N, C, H, W}, dt::f32, tag::nchw);
-        e->yMD = memory::desc({N, OC, OH, OW}, dt::f32, tag::nchw);
+        e->xMD = memory::desc({N, C, H, W}, dt::f32, xLast ? tag::nhwc : tag::nchw);
+        e->yMD = memory::desc({N, OC, OH, OW}, dt::f32, yLast ? tag::nhwc : tag::nchw);
+        // Channels-last outputs: the primitives work on NHWC (no reorder of y and dx; bf16 operands converted
+        // in place). Else oneDNN's choice.
+        e->act = yLast ? tag::nhwc : tag::any;
         e->wMD = memory::desc({OC, C, KH, KW}, dt::f32, tag::oihw);
         e->strides = {stride, stride};
         e->padding = {pad, pad};
@@ -162,8 +166,8 @@ struct dt_dnnl_conv {
         bool winograd = !bf16 && KH == 3 && KW == 3 && stride == 1 && tiles(OH) * tiles(OW) >= 0.6;
         e->algo = winograd ? algorithm::convolution_auto : algorithm::convolution_direct;
         auto fd = convolution_forward::desc(prop_kind::forward_training, e->algo,
-                                            memory::desc({N, C, H, W}, op, tag::any), memory::desc({OC, C, KH, KW}, op, tag::any),
-                                            memory::desc({N, OC, OH, OW}, dt::f32, tag::any), e->strides, e->padding, e->padding);
+                                            memory::desc({N, C, H, W}, op, e->act), memory::desc({OC, C, KH, KW}, op, tag::any),
+                                            memory::desc({N, OC, OH, OW}, dt::f32, e->act), e->strides, e->padding, e->padding);
         e->fpd = convolution_forward::primitive_desc(fd, cpuEngine());
         e->fwd.reset(new convolution_forward(e->fpd));
         e->x = Bridge(e->xMD, e->fpd.src_desc(), true);
@@ -180,13 +184,13 @@ struct dt_dnnl_conv {
         auto &eng = cpuEngine();
         dt op = e.bf16 ? dt::bf16 : dt::f32;
         memory::dims xd = e.xMD.dims(), yd = e.yMD.dims(), wd = e.wMD.dims();
-        auto bdd = convolution_backward_data::desc(e.algo, memory::desc(xd, dt::f32, tag::any),
-                                                   memory::desc(wd, op, tag::any), memory::desc(yd, op, tag::any),
+        auto bdd = convolution_backward_data::desc(e.algo, memory::desc(xd, dt::f32, e.act),
+                                                   memory::desc(wd, op, tag::any), memory::desc(yd, op, e.act),
                                                    e.strides, e.padding, e.padding);
         e.bdpd = convolution_backward_data::primitive_desc(bdd, eng, e.fpd);
         e.bd.reset(new convolution_backward_data(e.bdpd));
-        auto bwd = convolution_backward_weights::desc(e.algo, memory::desc(xd, op, tag::any),
-                                                      memory::desc(wd, dt::f32, tag::any), memory::desc(yd, op, tag::any),
+        auto bwd = convolution_backward_weights::desc(e.algo, memory::desc(xd, op, e.act),
+                                                      memory::desc(wd, dt::f32, tag::any), memory::desc(yd, op, e.act),
                                                       e.strides, e.padding, e.padding);
         e.bwpd = convolution_backward_weights::primitive_desc(bwd, eng, e.fpd);
         e.bw.reset(new convolution_backward_weights(e.bwpd));
@@ -227,9 +231,10 @@ dt_dnnl_conv *dt_dnnl_conv_new(int C, int OC, int KH, int KW, int stride, int pa
 
 void dt_dnnl_conv_free(dt_dnnl_conv *conv) { delete conv; }
 
-int dt_dnnl_conv_forward(dt_dnnl_conv *conv, int bf16, int N, int H, int W, const float *x, const float *w, float *y) {
+int dt_dnnl_conv_forward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, int N, int H, int W, const float *x,
+                         const float *w, float *y) {
     return guarded("forward", [&] {
-        Entry &e = conv->entry(bf16, N, H, W);
+        Entry &e = conv->entry(bf16, x_last, y_last, N, H, W);
         auto &s = cpuStream();
         memory &xi = e.x.load(x);
         e.xFed = x;
@@ -241,10 +246,10 @@ int dt_dnnl_conv_forward(dt_dnnl_conv *conv, int bf16, int N, int H, int W, cons
     });
 }
 
-int dt_dnnl_conv_backward(dt_dnnl_conv *conv, int bf16, int N, int H, int W, const float *x, const float *w,
-                          const float *dy, float *dw, float *dx) {
+int dt_dnnl_conv_backward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, int N, int H, int W, const float *x,
+                          const float *w, const float *dy, float *dw, float *dx) {
     return guarded("backward", [&] {
-        Entry &e = conv->entry(bf16, N, H, W);
+        Entry &e = conv->entry(bf16, x_last, y_last, N, H, W);
         conv->prepareBackward(e);
         auto &s = cpuStream();
         memory &dyD = e.dyD.load(dy);

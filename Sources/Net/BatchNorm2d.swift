@@ -62,6 +62,7 @@ public final class BatchNorm2d {
 
     @discardableResult
     public func forward(_ x: Tensor) -> Tensor {
+        if x.channelsLast { return forwardChannelsLast(x, training ? statisticsReducer : nil) }
         if training, let reduce = statisticsReducer { return forwardSynchronised(x, reduce) }
         let N = x.shape[0], HW = x.shape[2] * x.shape[3]
         prepare(x, batchStatistics: training)
@@ -113,6 +114,7 @@ public final class BatchNorm2d {
 
     /// dy = dL/dy. Accumulates dgamma, dbeta (unless frozen); writes dinput.
     public func backward(_ dy: Tensor) {
+        if input?.channelsLast == true { return backwardChannelsLast(dy, usedBatchStats ? statisticsReducer : nil) }
         if usedBatchStats, let reduce = statisticsReducer { return backwardSynchronised(dy, reduce) }
         let (N, HW, xp, yp, dyp, dxp, g, dg, db, frozen) = beginBackward(dy)
         let C = self.C
@@ -158,7 +160,7 @@ public final class BatchNorm2d {
     /// Shapes the output and keeps the input for backward.
     private func prepare(_ x: Tensor, batchStatistics: Bool) {
         precondition(x.shape[1] == C, "batchnorm expects \(C) channels, got \(x.shape)")
-        output.resize(x.shape)
+        output.resize(x.shape, channelsLast: x.channelsLast)
         input = x
         usedBatchStats = batchStatistics
     }
@@ -219,7 +221,8 @@ public final class BatchNorm2d {
                                                  gamma: UnsafeMutablePointer<Float>, dgamma: UnsafeMutablePointer<Float>,
                                                  dbeta: UnsafeMutablePointer<Float>, frozen: Bool) {
         guard let x = input else { preconditionFailure("batchnorm backward before forward") }
-        dinput.resize(x.shape)
+        precondition(dy.channelsLast == x.channelsLast && dy.shape == x.shape, "batchnorm backward: dy \(dy.shape) unlike x \(x.shape)")
+        dinput.resize(x.shape, channelsLast: x.channelsLast)
         return (x.shape[0], x.shape[2] * x.shape[3], x.data, output.data, dy.data, dinput.data, store.values + weight.offset,
                 store.grads + weight.offset, store.grads + bias.offset, store.isFrozen(weight))
     }
@@ -264,5 +267,75 @@ public final class BatchNorm2d {
                 }
             }
         } }
+    }
+    // MARK: channels-last (NHWC: rows of C values; ChannelsLast.swift)
+
+    /// As forward and forwardSynchronised, on NHWC: statistics over all rows
+    /// (summed over ranks by `reduce` when given), then y row by row.
+    private func forwardChannelsLast(_ x: Tensor, _ reduce: ((UnsafeMutablePointer<Double>, Int) -> Void)?) -> Tensor {
+        let R = x.shape[0] * x.shape[2] * x.shape[3], C = self.C
+        prepare(x, batchStatistics: training)
+        let xp = x.data, yp = output.data
+        let g = store.values + weight.offset, b = store.values + bias.offset
+        let rm = store.buffers + runningMean.offset, rv = store.buffers + runningVar.offset
+        if training {
+            var sums = Parallel.reduce(R, grain: 256, width: C) { lo, hi, acc in NHWC.channelSums(xp, lo, hi, C: C, mean: nil, into: acc) }
+            sums.append(Double(R))
+            if let reduce { sums.withUnsafeMutableBufferPointer { reduce($0.baseAddress!, C + 1) } }
+            let M = sums[C]
+            for c in 0..<C { mean[c] = Float(sums[c] / M) }
+            var deviations = mean.withUnsafeBufferPointer { mp in
+                Parallel.reduce(R, grain: 256, width: C) { lo, hi, acc in NHWC.channelSums(xp, lo, hi, C: C, mean: mp.baseAddress!, into: acc) }
+            }
+            if let reduce { deviations.withUnsafeMutableBufferPointer { reduce($0.baseAddress!, C) } }
+            for c in 0..<C {
+                let v = deviations[c] / M
+                istd[c] = Float(1.0 / (v + Double(eps)).squareRoot())
+                let unbiased = M > 1 ? v * M / (M - 1) : v
+                rm[c] = (1 - momentum) * rm[c] + momentum * mean[c]
+                rv[c] = (1 - momentum) * rv[c] + momentum * Float(unbiased)
+            }
+            store.counters[tracked.offset] += 1
+        } else {
+            for c in 0..<C { mean[c] = rm[c]; istd[c] = 1 / (rv[c] + eps).squareRoot() }
+        }
+        var scale = [Float](repeating: 0, count: C), shift = scale
+        for c in 0..<C { scale[c] = g[c] * istd[c]; shift[c] = b[c] - mean[c] * scale[c] }
+        let relu = fusedReLU
+        scale.withUnsafeBufferPointer { sp in shift.withUnsafeBufferPointer { tp in
+            Parallel.chunks(R, grain: 256) { lo, hi in
+                NHWC.affine(xp, yp, lo, hi, C: C, scale: sp.baseAddress!, shift: tp.baseAddress!, relu: relu)
+            }
+        } }
+        return output
+    }
+
+    /// As backward and backwardSynchronised, on NHWC.
+    private func backwardChannelsLast(_ dy: Tensor, _ reduce: ((UnsafeMutablePointer<Double>, Int) -> Void)?) {
+        let (N, HW, xp, yp, dyp, dxp, g, dg, db, frozen) = beginBackward(dy)
+        let C = self.C, R = N * HW, relu = fusedReLU, batchStats = usedBatchStats
+        let local = mean.withUnsafeBufferPointer { mp in
+            Parallel.reduce(R, grain: 256, width: 2 * C) { lo, hi, acc in
+                NHWC.gradientSums(x: xp, y: yp, dy: dyp, lo, hi, C: C, mean: mp.baseAddress!, relu: relu, into: acc)
+            }
+        }
+        var global = local + [Double(R)]
+        if let reduce { global.withUnsafeMutableBufferPointer { reduce($0.baseAddress!, 2 * C + 1) } }
+        let M = Float(global[2 * C])
+        var k = [Float](repeating: 0, count: C), a1 = k, a2 = k
+        for c in 0..<C {
+            let inv = istd[c]
+            if !frozen { db[c] += Float(local[c]); dg[c] += Float(local[C + c]) * inv }
+            k[c] = g[c] * inv
+            a1[c] = batchStats ? Float(global[c]) / M : 0
+            a2[c] = batchStats ? Float(global[C + c]) * inv / M * inv : 0
+        }
+        mean.withUnsafeBufferPointer { mp in k.withUnsafeBufferPointer { kp in a1.withUnsafeBufferPointer { a1p in
+        a2.withUnsafeBufferPointer { a2p in
+            Parallel.chunks(R, grain: 256) { lo, hi in
+                NHWC.gradientApply(x: xp, y: yp, dy: dyp, dx: dxp, lo, hi, C: C, mean: mp.baseAddress!, k: kp.baseAddress!,
+                                   a1: a1p.baseAddress!, a2: a2p.baseAddress!, relu: relu)
+            }
+        } } } }
     }
 }

@@ -9,7 +9,7 @@ import Foundation
 // tested against, and the fallback: DISTTRAIN_CONV=native).
 //
 // Shapes (defined once for this file):
-//   x  (N, C, H, W)        input, NCHW
+//   x  (N, C, H, W)        input, NCHW (NHWC too on oneDNN: ChannelsLast.swift)
 //   w  (OC, C, KH, KW)     = the (OC, K) matrix with K = C*KH*KW, rows (c, kh, kw)
 //   y  (N, OC, OH, OW)     OH = (H + 2*pad - KH) / stride + 1, P = OH*OW
 //   col (K, G*P)           im2col of G images side by side: col[k, g*P + p]
@@ -84,13 +84,16 @@ public final class Conv2d {
         precondition(x.shape[1] == C, "conv expects \(C) channels, got \(x.shape)")
         let (OH, OW) = outSize(H, W)
         let P = OH * OW, K = self.K
-        output.resize([N, OC, OH, OW])
+        let last = Conv2d.channelsLast
+        precondition(last || !x.channelsLast, "a channels-last input reaches a convolution in NCHW mode")
+        output.resize([N, OC, OH, OW], channelsLast: last)
         input = x
         let w = store.values + weight.offset
         let xp = x.data, yp = output.data
         Profiler.countConv(2 * Double(N * OC * P * K))
         if Conv2d.backend == .onednn {
-            oneDNN { d, bf16 in dt_dnnl_conv_forward(d, bf16, Int32(N), Int32(H), Int32(W), xp, w, yp) }
+            let xl: Int32 = x.channelsLast ? 1 : 0, yl: Int32 = last ? 1 : 0
+            oneDNN { d, bf16 in dt_dnnl_conv_forward(d, bf16, xl, yl, Int32(N), Int32(H), Int32(W), xp, w, yp) }
             addBias(N: N, P: P)
             return output
         }
@@ -140,6 +143,10 @@ public final class Conv2d {
     func addBias(N: Int, P: Int) {
         guard let b = bias else { return }
         let bp = store.values + b.offset, yp = output.data
+        if output.channelsLast {
+            for r in 0..<(N * P) { for oc in 0..<OC { yp[r * OC + oc] += bp[oc] } }
+            return
+        }
         for n in 0..<N {
             for oc in 0..<OC {
                 let v = bp[oc], row = yp + (n * OC + oc) * P
@@ -159,13 +166,19 @@ public final class Conv2d {
         let w = store.values + weight.offset
         let dw = store.grads + weight.offset
         let xp = x.data, dyp = dy.data
+        precondition(dy.channelsLast == output.channelsLast, "conv backward: dy's layout is not the output's")
         if needInputGrad {
-            dinput.resize(x.shape)
+            dinput.resize(x.shape, channelsLast: x.channelsLast)
             if !isPointwise && Conv2d.backend == .native { Profiler.measure(.im2col) { dinput.zero() } }
         }
         if !frozen, let b = bias {
             let db = store.grads + b.offset
-            for n in 0..<N {
+            if dy.channelsLast {
+                var s = [Float](repeating: 0, count: OC)
+                for r in 0..<(N * P) { for oc in 0..<OC { s[oc] += dyp[r * OC + oc] } }
+                for oc in 0..<OC { db[oc] += s[oc] }
+            }
+            for n in 0..<N where !dy.channelsLast {
                 for oc in 0..<OC {
                     let row = dyp + (n * OC + oc) * P
                     var s: Float = 0
@@ -178,7 +191,10 @@ public final class Conv2d {
         Profiler.countConv(2 * Double(N * OC * P * K) * ((frozen ? 0 : 1) + (needInputGrad ? 1 : 0)))
         if Conv2d.backend == .onednn {
             let dx = needInputGrad ? dinput.data : nil
-            oneDNN { d, bf16 in dt_dnnl_conv_backward(d, bf16, Int32(N), Int32(H), Int32(W), xp, w, dyp, frozen ? nil : dw, dx) }
+            let xl: Int32 = x.channelsLast ? 1 : 0, yl: Int32 = dy.channelsLast ? 1 : 0
+            oneDNN { d, bf16 in
+                dt_dnnl_conv_backward(d, bf16, xl, yl, Int32(N), Int32(H), Int32(W), xp, w, dyp, frozen ? nil : dw, dx)
+            }
             return
         }
         if usesWinograd(H: H, W: W) {

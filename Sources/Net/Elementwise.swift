@@ -10,8 +10,8 @@ public final class AddReLU {
 
     @discardableResult
     public func forward(_ a: Tensor, _ b: Tensor) -> Tensor {
-        precondition(a.shape == b.shape, "residual add of \(a.shape) and \(b.shape)")
-        output.resize(a.shape)
+        precondition(a.shape == b.shape && a.channelsLast == b.channelsLast, "residual add of \(a.shape) and \(b.shape) (or of two layouts)")
+        output.resize(a.shape, channelsLast: a.channelsLast)
         let ap = a.data, bp = b.data, yp = output.data
         Parallel.chunks(a.count, grain: 1 << 16) { lo, hi in
             for i in lo..<hi { yp[i] = max(ap[i] + bp[i], 0) }
@@ -20,7 +20,7 @@ public final class AddReLU {
     }
 
     public func backward(_ dy: Tensor) {
-        dinput.resize(output.shape)
+        dinput.resize(output.shape, channelsLast: output.channelsLast)
         let yp = output.data, dyp = dy.data, dp = dinput.data
         Parallel.chunks(output.count, grain: 1 << 16) { lo, hi in
             for i in lo..<hi { dp[i] = yp[i] > 0 ? dyp[i] : 0 }
@@ -30,7 +30,7 @@ public final class AddReLU {
 
 /// out += a, elementwise (gradients meeting where branches merge).
 func addInPlace(_ out: Tensor, _ a: Tensor) {
-    precondition(out.count == a.count)
+    precondition(out.count == a.count && out.channelsLast == a.channelsLast)
     let o = out.data, s = a.data
     Parallel.chunks(out.count, grain: 1 << 16) { lo, hi in
         for i in lo..<hi { o[i] += s[i] }

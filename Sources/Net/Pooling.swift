@@ -2,7 +2,9 @@
 // average pooling to 1x1.
 //
 // Shapes: x (N, C, H, W) -> y (N, C, OH, OW) for max pooling, (N, C) for the
-// global average (flattened, as torchvision's `torch.flatten(x, 1)`).
+// global average (flattened, as torchvision's `torch.flatten(x, 1)`). Either
+// memory order (ChannelsLast.swift); max pooling keeps it, the average's
+// (N, C) is the same in both.
 
 public final class MaxPool2d {
     public let kernel, stride, pad: Int
@@ -22,9 +24,10 @@ public final class MaxPool2d {
     public func forward(_ x: Tensor) -> Tensor {
         let N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
         let OH = (H + 2 * pad - kernel) / stride + 1, OW = (W + 2 * pad - kernel) / stride + 1
-        output.resize([N, C, OH, OW])
+        output.resize([N, C, OH, OW], channelsLast: x.channelsLast)
         inShape = x.shape
         if argmax.count < output.count { argmax = Array(repeating: 0, count: output.count) }
+        if x.channelsLast { return forwardChannelsLast(x) }
         let xp = x.data, yp = output.data
         let k = kernel, s = stride, pad = self.pad
         let fast = k == 3 && s == 2 && pad == 1
@@ -98,10 +101,68 @@ public final class MaxPool2d {
         return ow
     }
 
+    /// NHWC: the same scan and tie/NaN rule per channel, 16 channels at a time.
+    private func forwardChannelsLast(_ x: Tensor) -> Tensor {
+        let N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+        let OH = output.shape[2], OW = output.shape[3]
+        let xp = x.data, yp = output.data, k = kernel, s = stride, pad = self.pad
+        argmax.withUnsafeMutableBufferPointer { am in
+            let amp = am.baseAddress!
+            Parallel.chunks(N * OH, grain: 1) { lo, hi in
+                for r in lo..<hi {
+                    let n = r / OH, h0 = (r % OH) * s - pad
+                    for ow in 0..<OW {
+                        let w0 = ow * s - pad, o = (r * OW + ow) * C
+                        let dst = yp + o, idx = amp + o
+                        for c in 0..<C { dst[c] = -.infinity; idx[c] = -1 }
+                        for ih in max(h0, 0)..<min(h0 + k, H) {
+                            for iw in max(w0, 0)..<min(w0 + k, W) {
+                                let src = xp + ((n * H + ih) * W + iw) * C, flat = Int32(ih * W + iw)
+                                var c = 0
+                                while c + 16 <= C {
+                                    let v = load16(src + c), best = load16(dst + c)
+                                    let take = (v .> best) .| (v .!= v)
+                                    store16(best.replacing(with: v, where: take), dst + c)
+                                    let ip = UnsafeMutableRawPointer(idx + c)
+                                    var bi = ip.loadUnaligned(as: SIMD16<Int32>.self)
+                                    bi.replace(with: flat, where: take)
+                                    ip.storeBytes(of: bi, as: SIMD16<Int32>.self)
+                                    c += 16
+                                }
+                                while c < C {
+                                    let v = src[c]
+                                    if v > dst[c] || v.isNaN { dst[c] = v; idx[c] = flat }
+                                    c += 1
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return output
+    }
+
     /// dx[argmax] += dy.
     public func backward(_ dy: Tensor) {
-        dinput.resize(inShape)
+        dinput.resize(inShape, channelsLast: output.channelsLast)
         dinput.zero()
+        if output.channelsLast {
+            let N = inShape[0], C = inShape[1], HW = inShape[2] * inShape[3], OHW = output.shape[2] * output.shape[3]
+            let dyp = dy.data, dxp = dinput.data
+            argmax.withUnsafeBufferPointer { am in
+                let amp = am.baseAddress!
+                Parallel.chunks(N, grain: 1) { lo, hi in
+                    for n in lo..<hi {
+                        let d = dxp + n * HW * C
+                        for p in (n * OHW)..<((n + 1) * OHW) {
+                            for c in 0..<C where amp[p * C + c] >= 0 { d[Int(amp[p * C + c]) * C + c] += dyp[p * C + c] }
+                        }
+                    }
+                }
+            }
+            return
+        }
         let NC = inShape[0] * inShape[1], HW = inShape[2] * inShape[3]
         let OHW = output.shape[2] * output.shape[3]
         let dyp = dy.data, dxp = dinput.data
@@ -121,6 +182,7 @@ public final class GlobalAvgPool {
     public let output = Tensor()
     public let dinput = Tensor()
     private var inShape: [Int] = []
+    private var inChannelsLast = false
     public init() {}
 
     /// y[n, c] = mean over (h, w) of x[n, c].
@@ -128,8 +190,19 @@ public final class GlobalAvgPool {
     public func forward(_ x: Tensor) -> Tensor {
         let N = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3]
         inShape = x.shape
+        inChannelsLast = x.channelsLast
         output.resize([N, C])
         let inv = 1 / Float(HW)
+        if x.channelsLast {
+            // The same order of additions per channel as below (p = 0, 1, ...).
+            for n in 0..<N {
+                let y = output.data + n * C
+                y.update(repeating: 0, count: C)
+                for p in 0..<HW { let row = x.data + (n * HW + p) * C; for c in 0..<C { y[c] += row[c] } }
+                for c in 0..<C { y[c] *= inv }
+            }
+            return output
+        }
         for nc in 0..<(N * C) {
             let row = x.data + nc * HW
             var s: Float = 0
@@ -141,9 +214,16 @@ public final class GlobalAvgPool {
 
     /// dx[n, c, h, w] = dy[n, c] / (H*W).
     public func backward(_ dy: Tensor) {
-        dinput.resize(inShape)
+        dinput.resize(inShape, channelsLast: inChannelsLast)
         let NC = inShape[0] * inShape[1], HW = inShape[2] * inShape[3]
         let inv = 1 / Float(HW)
+        if inChannelsLast {
+            let C = inShape[1]
+            for n in 0..<inShape[0] {
+                for p in 0..<HW { let row = dinput.data + (n * HW + p) * C; for c in 0..<C { row[c] = dy.data[n * C + c] * inv } }
+            }
+            return
+        }
         for nc in 0..<NC {
             let v = dy.data[nc] * inv, row = dinput.data + nc * HW
             for p in 0..<HW { row[p] = v }

@@ -233,6 +233,12 @@ public final class ResNet {
     public func forwardRest(after name: String, activation: Tensor) -> Tensor {
         var found = false
         var h = activation
+        if Conv2d.channelsLast && !activation.channelsLast {
+            // The blocks' residual adds meet their convolutions' channels-last outputs.
+            let t = nchwView("forwardRest")
+            t.assign(activation, channelsLast: true)
+            h = t
+        }
         for (s, stage) in layers.enumerated() {
             for b in stage {
                 if found { h = b.forward(h) }
@@ -292,17 +298,34 @@ public final class ResNet {
         return nil
     }
 
-    /// The output of a named layer in the last forward (N, C, h, w).
+    /// The output of a named layer in the last forward (N, C, h, w), NCHW.
     public func activation(named name: String) -> Tensor? {
-        if name == "maxpool" { return maxpool.output }
-        return block(named: name)?.output
+        let t = name == "maxpool" ? maxpool.output : block(named: name)?.output
+        return t.map { nchw($0, name) }
     }
 
-    /// dL/d(output of the named layer) from the last backward.
+    /// dL/d(output of the named layer) from the last backward, NCHW.
     public func gradient(named name: String) -> Tensor? {
         // dL/d(maxpool output) is layer1.0's input gradient, which its backward
         // leaves in its first conv's dinput (after adding the shortcut's share).
-        if name == "maxpool" { return layers[0][0].lastOutputGrad == nil ? nil : layers[0][0].branch[0].conv.dinput }
-        return block(named: name)?.lastOutputGrad
+        let t = name == "maxpool" ? (layers[0][0].lastOutputGrad == nil ? nil : layers[0][0].branch[0].conv.dinput)
+            : block(named: name)?.lastOutputGrad
+        return t.map { nchw($0, "d" + name) }
+    }
+
+    /// `t` itself when NCHW, else its NCHW copy in a buffer kept per `key` (valid until the next call for `key`).
+    private func nchw(_ t: Tensor, _ key: String) -> Tensor {
+        guard t.channelsLast else { return t }
+        let view = nchwView(key)
+        view.assign(t, channelsLast: false)
+        return view
+    }
+
+    private var views: [String: Tensor] = [:]
+    private func nchwView(_ key: String) -> Tensor {
+        if let v = views[key] { return v }
+        let v = Tensor()
+        views[key] = v
+        return v
     }
 }

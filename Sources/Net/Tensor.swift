@@ -1,4 +1,7 @@
 // Tensors: float32, NCHW, contiguous, in owned 64-byte aligned memory.
+// A 4-D activation may instead be laid out channels-last (NHWC, `channelsLast`;
+// `shape` stays (N, C, H, W)): the bf16 path keeps activations so between
+// oneDNN's convolutions, as PyTorch's channels_last does (ChannelsLast.swift).
 //
 // A Tensor is a reusable buffer: `resize(_:)` changes the logical shape and
 // only reallocates when the new element count exceeds the capacity, so after
@@ -10,6 +13,8 @@ public final class Tensor {
     public private(set) var count: Int
     public private(set) var capacity: Int
     public private(set) var data: UnsafeMutablePointer<Float>
+    /// The memory order of a 4-D tensor: (N, H, W, C) when true, else (N, C, H, W).
+    public private(set) var channelsLast = false
 
     public init(_ shape: [Int] = [0]) {
         let n = shape.reduce(1, *)
@@ -33,8 +38,10 @@ public final class Tensor {
         return raw.bindMemory(to: Float.self, capacity: n)
     }
 
-    /// Sets the shape; contents are unspecified if the capacity had to grow.
-    public func resize(_ newShape: [Int]) {
+    /// Sets the shape (and the memory order); contents are unspecified if the capacity had to grow.
+    public func resize(_ newShape: [Int], channelsLast: Bool = false) {
+        precondition(!channelsLast || newShape.count == 4, "channels-last needs (N, C, H, W), got \(newShape)")
+        self.channelsLast = channelsLast
         let n = newShape.reduce(1, *)
         if n > capacity {
             data.deallocate()
@@ -57,7 +64,7 @@ public final class Tensor {
     }
 
     public func copy(from other: Tensor) {
-        resize(other.shape)
+        resize(other.shape, channelsLast: other.channelsLast)
         data.update(from: other.data, count: count)
     }
 }

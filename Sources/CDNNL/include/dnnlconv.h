@@ -1,9 +1,11 @@
 // Convolutions through oneDNN (Debian's libdnnl 2.6, the library PyTorch
 // uses on CPUs) behind a small C surface for Net's Conv2d. Every tensor the
 // caller passes is plain fp32: x and dx (N, C, H, W), y and dy (N, OC, OH, OW),
-// w and dw (OC, C, KH, KW). Inside, oneDNN picks its own layouts (blocked
-// nChw16c for AVX-512) and, in bf16, rounds the operands to bfloat16 and
-// accumulates in fp32, as PyTorch's CPU autocast does.
+// w and dw (OC, C, KH, KW); x and dx are NHWC instead when `x_last`, y and dy
+// when `y_last` (channels-last). With y_last the primitives work on NHWC, so y
+// and dx need no reorder; otherwise oneDNN picks its own layouts (blocked
+// nChw16c for AVX-512). In bf16 the operands are rounded to bfloat16 and
+// products accumulate in fp32, as PyTorch's CPU autocast does.
 // Errors: functions return 0 on success, else nonzero with a one-line message
 // from dt_dnnl_error(). One thread at a time calls these (the layers share
 // scratch buffers and a stream); oneDNN itself runs each call on its OpenMP pool.
@@ -21,12 +23,13 @@ void dt_dnnl_conv_free(dt_dnnl_conv *conv);
 
 /// y = conv(x, w). `bf16`: bfloat16 operands, fp32 accumulation and output.
 /// Keeps oneDNN's copy of x for dt_dnnl_conv_backward with the same x.
-int dt_dnnl_conv_forward(dt_dnnl_conv *conv, int bf16, int N, int H, int W, const float *x, const float *w, float *y);
+int dt_dnnl_conv_forward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, int N, int H, int W, const float *x,
+                         const float *w, float *y);
 
 /// dw += dL/dw (when dw is not NULL) and dx = dL/dx (when dx is not NULL),
 /// for the x, w given to the last forward of this shape and dy = dL/dy.
-int dt_dnnl_conv_backward(dt_dnnl_conv *conv, int bf16, int N, int H, int W, const float *x, const float *w,
-                          const float *dy, float *dw, float *dx);
+int dt_dnnl_conv_backward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, int N, int H, int W, const float *x,
+                          const float *w, const float *dy, float *dw, float *dx);
 
 /// Threads oneDNN runs on (its OpenMP pool); the engine sets it to its own count.
 void dt_dnnl_set_threads(int n);

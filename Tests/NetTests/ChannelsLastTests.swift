@@ -1,0 +1,123 @@
+import Foundation
+import Net
+import XCTest
+
+/// The channels-last (NHWC) paths of the layers compute what their NCHW paths
+/// do: the same input in both memory orders, outputs and gradients compared
+/// after converting back. C = 20 runs both the 16-channel SIMD loop and the tail.
+final class ChannelsLastTests: XCTestCase {
+    let shape = [3, 20, 5, 7]
+
+    func tensor(_ shape: [Int], salt: Int, scale: Double = 1, offset: Double = 0) -> Tensor {
+        Tensor(shape, values: formulaValues(shape.reduce(1, *), salt: salt, scale: scale, offset: offset))
+    }
+
+    /// `t` in the other memory order, and back to NCHW.
+    func last(_ t: Tensor) -> Tensor { let r = Tensor(); r.assign(t, channelsLast: true); return r }
+    func first(_ t: Tensor) -> Tensor { let r = Tensor(); r.assign(t, channelsLast: false); return r }
+
+    func assertClose(_ a: [Float], _ b: [Float], _ tol: Float, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.count, b.count, what, file: file, line: line)
+        let scale = max(a.map { abs($0) }.max() ?? 0, 1e-30)
+        let worst = zip(a, b).map { abs($0 - $1) }.max() ?? 0
+        XCTAssertLessThanOrEqual(worst / scale, tol, "\(what): max difference \(worst) of scale \(scale)", file: file, line: line)
+    }
+
+    func testLayoutRoundTripIsExactAndTransposes() {
+        let x = tensor(shape, salt: 1)
+        let l = last(x)
+        XCTAssertTrue(l.channelsLast)
+        // x[n=1, c=3, h=2, w=4] sits at row (1*5 + 2)*7 + 4, column 3.
+        XCTAssertEqual(l.data[((1 * 5 + 2) * 7 + 4) * 20 + 3], x.data[((1 * 20 + 3) * 5 + 2) * 7 + 4])
+        XCTAssertEqual(first(l).array, x.array)
+    }
+
+    func testBatchNormMatchesInBothOrders() {
+        for relu in [false, true] {
+            for training in [true, false] {
+                let store = ParameterStore()
+                let a = BatchNorm2d(store: store, name: "a", C: 20, relu: relu)
+                let b = BatchNorm2d(store: store, name: "b", C: 20, relu: relu)
+                store.seal()
+                for bn in [a, b] {
+                    bn.resetParameters()
+                    bn.training = training
+                    let g = store.values + bn.weight.offset, h = store.values + bn.bias.offset
+                    for c in 0..<20 { g[c] = 0.5 + Float(c) * 0.05; h[c] = Float(c % 5) * 0.1 - 0.2 }
+                }
+                if !training {
+                    for name in ["a", "b"] {
+                        store.write(store.entry(named: name + ".running_mean")!, (0..<20).map { Float($0) * 0.01 })
+                        store.write(store.entry(named: name + ".running_var")!, (0..<20).map { 0.5 + Float($0) * 0.1 })
+                    }
+                }
+                // A mean far from 0 checks the statistics' cancellation as well.
+                let x = tensor(shape, salt: 2, scale: 2, offset: 3), dy = tensor(shape, salt: 3)
+                let what = "relu \(relu), training \(training)"
+                let ya = a.forward(x).array, yb = first(b.forward(last(x)))
+                XCTAssertTrue(b.output.channelsLast)
+                assertClose(ya, yb.array, 1e-6, "y, " + what)
+                a.backward(dy)
+                b.backward(last(dy))
+                XCTAssertTrue(b.dinput.channelsLast)
+                assertClose(a.dinput.array, first(b.dinput).array, 1e-5, "dx, " + what)
+                for suffix in [".weight", ".bias"] {
+                    let ea = store.entry(named: "a" + suffix)!, eb = store.entry(named: "b" + suffix)!
+                    assertClose(store.readGrad(ea), store.readGrad(eb), 1e-5, suffix + " gradient, " + what)
+                }
+                for suffix in [".running_mean", ".running_var", ".num_batches_tracked"] {
+                    let ea = store.entry(named: "a" + suffix)!, eb = store.entry(named: "b" + suffix)!
+                    assertClose(store.read(ea), store.read(eb), 1e-6, suffix + ", " + what)
+                }
+            }
+        }
+    }
+
+    func testPoolingMatchesExactlyWithTiesAndNaN() {
+        let x = tensor([2, 20, 9, 11], salt: 4)
+        // Ties and a NaN inside windows: the first maximum in scan order, the NaN wins.
+        for c in [0, 17] {
+            for i in 0..<(9 * 11) where i % 3 == 0 { x.data[c * 99 + i] = 0.75 }
+        }
+        x.data[(1 * 20 + 18) * 99 + 40] = .nan
+        let a = MaxPool2d(), b = MaxPool2d()
+        let ya = a.forward(x), yb = first(b.forward(last(x)))
+        XCTAssertEqual(ya.array.map(\.bitPattern), yb.array.map(\.bitPattern))
+        let dy = tensor(ya.shape, salt: 5)
+        a.backward(dy)
+        b.backward(last(dy))
+        XCTAssertEqual(a.dinput.array, first(b.dinput).array)
+
+        let ga = GlobalAvgPool(), gb = GlobalAvgPool()
+        XCTAssertEqual(ga.forward(x).array.map(\.bitPattern), gb.forward(last(x)).array.map(\.bitPattern))
+        let dp = tensor([2, 20], salt: 6)
+        ga.backward(dp)
+        gb.backward(dp)
+        XCTAssertEqual(ga.dinput.array, first(gb.dinput).array)
+    }
+
+    /// In bf16 on oneDNN the network runs channels-last inside; what it hands
+    /// out (block activations and gradients for CAMs) is NCHW, and the rest of
+    /// the network from a captured activation gives the full forward's logits.
+    func testBF16NetworkHandsOutNCHWAndResumesFromACapture() throws {
+        try XCTSkipUnless(BF16.supported, "this CPU has no AVX512-BF16")
+        try XCTSkipUnless(Conv2d.backend == .onednn, "DISTTRAIN_CONV selects the native convolutions")
+        try Precision.set(.bf16)
+        defer { try? Precision.set(.fp32) }
+        XCTAssertTrue(Conv2d.channelsLast)
+        let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 16))
+        net.initialize(seed: 3)
+        net.setTraining(false)
+        let x = tensor([2, 1, 64, 64], salt: 7)
+        let logits = net.forward(x).array
+        let a = try XCTUnwrap(net.activation(named: "layer3"))
+        XCTAssertFalse(a.channelsLast)
+        XCTAssertEqual(a.shape, [2, 64, 4, 4])
+        let inside = net.layers[2].last!.output
+        XCTAssertTrue(inside.channelsLast)
+        XCTAssertEqual(a.data[(1 * 64 + 5) * 16 + 6], inside.data[(1 * 16 + 6) * 64 + 5])
+        let captured = Tensor()
+        captured.copy(from: a)
+        XCTAssertEqual(net.forwardRest(after: "layer3", activation: captured).array, logits)
+    }
+}
