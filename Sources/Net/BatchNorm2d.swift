@@ -170,7 +170,6 @@ public final class BatchNorm2d {
         prepare(x, batchStatistics: true)
         let xp = x.data, yp = output.data
         let g = store.values + weight.offset, b = store.values + bias.offset
-        let rm = store.buffers + runningMean.offset, rv = store.buffers + runningVar.offset
         // Sums over this rank, then over all ranks: sum(x) per channel and the count; then sum((x - mu)^2).
         var sums = [Double](repeating: 0, count: C + 1)
         sums.withUnsafeMutableBufferPointer { s in
@@ -189,13 +188,7 @@ public final class BatchNorm2d {
             }
             reduce(d.baseAddress!, C)
         } }
-        for c in 0..<C {
-            let v = deviations[c] / M
-            istd[c] = Float(1.0 / (v + Double(eps)).squareRoot())
-            let unbiased = M > 1 ? v * M / (M - 1) : v
-            rm[c] = (1 - momentum) * rm[c] + momentum * mean[c]
-            rv[c] = (1 - momentum) * rv[c] + momentum * Float(unbiased)
-        }
+        updateStatistics(variance: { deviations[$0] / M }, count: M)
         let relu = fusedReLU
         mean.withUnsafeBufferPointer { meanp in istd.withUnsafeBufferPointer { istdp in
             Parallel.chunks(C, grain: 1) { lo, hi in
@@ -210,7 +203,6 @@ public final class BatchNorm2d {
                 }
             }
         } }
-        store.counters[tracked.offset] += 1
         return output
     }
 
@@ -268,39 +260,54 @@ public final class BatchNorm2d {
             }
         } }
     }
+
     // MARK: channels-last (NHWC: rows of C values; ChannelsLast.swift)
 
+    /// x * scale + shift per channel, the affine map of the last channels-last forward (its ReLU mask).
+    private var scale: [Float] = [], shift: [Float] = []
+
     /// As forward and forwardSynchronised, on NHWC: statistics over all rows
-    /// (summed over ranks by `reduce` when given), then y row by row.
+    /// (summed over ranks by `reduce` when given), then y row by row. One rank
+    /// takes both moments in one pass about the mean of the first 64 rows;
+    /// over ranks, mean then squared deviations (every rank needs the same shift).
     private func forwardChannelsLast(_ x: Tensor, _ reduce: ((UnsafeMutablePointer<Double>, Int) -> Void)?) -> Tensor {
         let R = x.shape[0] * x.shape[2] * x.shape[3], C = self.C
         prepare(x, batchStatistics: training)
         let xp = x.data, yp = output.data
         let g = store.values + weight.offset, b = store.values + bias.offset
-        let rm = store.buffers + runningMean.offset, rv = store.buffers + runningVar.offset
-        if training {
+        if training, let reduce {
             var sums = Parallel.reduce(R, grain: 256, width: C) { lo, hi, acc in NHWC.channelSums(xp, lo, hi, C: C, mean: nil, into: acc) }
             sums.append(Double(R))
-            if let reduce { sums.withUnsafeMutableBufferPointer { reduce($0.baseAddress!, C + 1) } }
+            sums.withUnsafeMutableBufferPointer { reduce($0.baseAddress!, C + 1) }
             let M = sums[C]
             for c in 0..<C { mean[c] = Float(sums[c] / M) }
             var deviations = mean.withUnsafeBufferPointer { mp in
                 Parallel.reduce(R, grain: 256, width: C) { lo, hi, acc in NHWC.channelSums(xp, lo, hi, C: C, mean: mp.baseAddress!, into: acc) }
             }
-            if let reduce { deviations.withUnsafeMutableBufferPointer { reduce($0.baseAddress!, C) } }
-            for c in 0..<C {
-                let v = deviations[c] / M
-                istd[c] = Float(1.0 / (v + Double(eps)).squareRoot())
-                let unbiased = M > 1 ? v * M / (M - 1) : v
-                rm[c] = (1 - momentum) * rm[c] + momentum * mean[c]
-                rv[c] = (1 - momentum) * rv[c] + momentum * Float(unbiased)
+            deviations.withUnsafeMutableBufferPointer { reduce($0.baseAddress!, C) }
+            updateStatistics(variance: { deviations[$0] / M }, count: M)
+        } else if training {
+            var k = [Float](repeating: 0, count: C)
+            let head = min(R, 64)
+            for r in 0..<head { for c in 0..<C { k[c] += xp[r * C + c] } }
+            for c in 0..<C { k[c] /= Float(head) }
+            let m = k.withUnsafeBufferPointer { kp in
+                Parallel.reduce(R, grain: 256, width: 2 * C) { lo, hi, acc in NHWC.shiftedMoments(xp, lo, hi, C: C, shift: kp.baseAddress!, into: acc) }
             }
-            store.counters[tracked.offset] += 1
+            let M = Double(R)
+            var variance = [Double](repeating: 0, count: C)
+            for c in 0..<C {
+                let d = m[c] / M
+                mean[c] = Float(Double(k[c]) + d)
+                variance[c] = max(m[C + c] / M - d * d, 0)
+            }
+            updateStatistics(variance: { variance[$0] }, count: M)
         } else {
+            let rm = store.buffers + runningMean.offset, rv = store.buffers + runningVar.offset
             for c in 0..<C { mean[c] = rm[c]; istd[c] = 1 / (rv[c] + eps).squareRoot() }
         }
-        var scale = [Float](repeating: 0, count: C), shift = scale
-        for c in 0..<C { scale[c] = g[c] * istd[c]; shift[c] = b[c] - mean[c] * scale[c] }
+        scale = (0..<C).map { g[$0] * istd[$0] }
+        shift = (0..<C).map { b[$0] - mean[$0] * scale[$0] }
         let relu = fusedReLU
         scale.withUnsafeBufferPointer { sp in shift.withUnsafeBufferPointer { tp in
             Parallel.chunks(R, grain: 256) { lo, hi in
@@ -310,32 +317,49 @@ public final class BatchNorm2d {
         return output
     }
 
-    /// As backward and backwardSynchronised, on NHWC.
+    /// As backward and backwardSynchronised, on NHWC; the ReLU mask from x and the forward's affine map.
     private func backwardChannelsLast(_ dy: Tensor, _ reduce: ((UnsafeMutablePointer<Double>, Int) -> Void)?) {
-        let (N, HW, xp, yp, dyp, dxp, g, dg, db, frozen) = beginBackward(dy)
-        let C = self.C, R = N * HW, relu = fusedReLU, batchStats = usedBatchStats
-        let local = mean.withUnsafeBufferPointer { mp in
-            Parallel.reduce(R, grain: 256, width: 2 * C) { lo, hi, acc in
-                NHWC.gradientSums(x: xp, y: yp, dy: dyp, lo, hi, C: C, mean: mp.baseAddress!, relu: relu, into: acc)
+        let (N, HW, xp, _, dyp, dxp, g, dg, db, frozen) = beginBackward(dy)
+        let C = self.C, R = N * HW, batchStats = usedBatchStats
+        scale.withUnsafeBufferPointer { sp in shift.withUnsafeBufferPointer { tp in
+            let relu = fusedReLU ? NHWC.ReLUMask(scale: sp.baseAddress!, shift: tp.baseAddress!) : nil
+            let local = mean.withUnsafeBufferPointer { mp in
+                Parallel.reduce(R, grain: 256, width: 2 * C) { lo, hi, acc in
+                    NHWC.gradientSums(x: xp, dy: dyp, lo, hi, C: C, mean: mp.baseAddress!, relu: relu, into: acc)
+                }
             }
-        }
-        var global = local + [Double(R)]
-        if let reduce { global.withUnsafeMutableBufferPointer { reduce($0.baseAddress!, 2 * C + 1) } }
-        let M = Float(global[2 * C])
-        var k = [Float](repeating: 0, count: C), a1 = k, a2 = k
+            var global = local + [Double(R)]
+            if let reduce { global.withUnsafeMutableBufferPointer { reduce($0.baseAddress!, 2 * C + 1) } }
+            let M = Float(global[2 * C])
+            var k = [Float](repeating: 0, count: C), a1 = k, a2 = k
+            for c in 0..<C {
+                let inv = istd[c]
+                if !frozen { db[c] += Float(local[c]); dg[c] += Float(local[C + c]) * inv }
+                k[c] = g[c] * inv
+                a1[c] = batchStats ? Float(global[c]) / M : 0
+                a2[c] = batchStats ? Float(global[C + c]) * inv / M * inv : 0
+            }
+            mean.withUnsafeBufferPointer { mp in k.withUnsafeBufferPointer { kp in a1.withUnsafeBufferPointer { a1p in
+            a2.withUnsafeBufferPointer { a2p in
+                Parallel.chunks(R, grain: 256) { lo, hi in
+                    NHWC.gradientApply(x: xp, dy: dyp, dx: dxp, lo, hi, C: C, mean: mp.baseAddress!, k: kp.baseAddress!,
+                                       a1: a1p.baseAddress!, a2: a2p.baseAddress!, relu: relu)
+                }
+            } } } }
+        } }
+    }
+
+    /// istd from the batch variance (biased, `variance(c)`), and the running
+    /// statistics' momentum update with the unbiased one over `count` values.
+    private func updateStatistics(variance: (Int) -> Double, count M: Double) {
+        let rm = store.buffers + runningMean.offset, rv = store.buffers + runningVar.offset
         for c in 0..<C {
-            let inv = istd[c]
-            if !frozen { db[c] += Float(local[c]); dg[c] += Float(local[C + c]) * inv }
-            k[c] = g[c] * inv
-            a1[c] = batchStats ? Float(global[c]) / M : 0
-            a2[c] = batchStats ? Float(global[C + c]) * inv / M * inv : 0
+            let v = variance(c)
+            istd[c] = Float(1.0 / (v + Double(eps)).squareRoot())
+            let unbiased = M > 1 ? v * M / (M - 1) : v
+            rm[c] = (1 - momentum) * rm[c] + momentum * mean[c]
+            rv[c] = (1 - momentum) * rv[c] + momentum * Float(unbiased)
         }
-        mean.withUnsafeBufferPointer { mp in k.withUnsafeBufferPointer { kp in a1.withUnsafeBufferPointer { a1p in
-        a2.withUnsafeBufferPointer { a2p in
-            Parallel.chunks(R, grain: 256) { lo, hi in
-                NHWC.gradientApply(x: xp, y: yp, dy: dyp, dx: dxp, lo, hi, C: C, mean: mp.baseAddress!, k: kp.baseAddress!,
-                                   a1: a1p.baseAddress!, a2: a2p.baseAddress!, relu: relu)
-            }
-        } } } }
+        store.counters[tracked.offset] += 1
     }
 }

@@ -88,6 +88,33 @@ enum NHWC {
         }
     }
 
+    /// acc[c] += sum (x - k), acc[C + c] += sum (x - k)^2 over rows lo..<hi: both moments in one
+    /// pass, about a shift k near the mean (so that the variance does not cancel).
+    @inline(__always)
+    static func shiftedMoments(_ x: UnsafePointer<Float>, _ lo: Int, _ hi: Int, C: Int, shift k: UnsafePointer<Float>,
+                               into acc: UnsafeMutablePointer<Double>) {
+        let block = UnsafeMutablePointer<Float>.allocate(capacity: 2 * C)
+        defer { block.deallocate() }
+        var r = lo
+        while r < hi {
+            let end = min(r + 64, hi)
+            block.update(repeating: 0, count: 2 * C)
+            for row in r..<end {
+                let p = x + row * C
+                var c = 0
+                while c + 16 <= C {
+                    let d = load16(p + c) - load16(k + c)
+                    store16(load16(block + c) + d, block + c)
+                    store16(load16(block + C + c) + d * d, block + C + c)
+                    c += 16
+                }
+                while c < C { let d = p[c] - k[c]; block[c] += d; block[C + c] += d * d; c += 1 }
+            }
+            for c in 0..<(2 * C) { acc[c] += Double(block[c]) }
+            r = end
+        }
+    }
+
     /// y = x * scale + shift per channel (then max(., 0) when `relu`), rows lo..<hi.
     @inline(__always)
     static func affine(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ lo: Int, _ hi: Int, C: Int,
@@ -106,30 +133,49 @@ enum NHWC {
         }
     }
 
-    /// acc[c] += sum d, acc[C + c] += sum d * (x - mu) over rows lo..<hi, d = dy (masked by y > 0 when `relu`).
+    /// The gradient reaching the BN's affine output: dy, zeroed where the fused
+    /// ReLU's input x * scale + shift was not > 0 (recomputed as the forward
+    /// computed it, so the mask is the forward's without reading y).
     @inline(__always)
-    static func gradientSums(x: UnsafePointer<Float>, y: UnsafePointer<Float>, dy: UnsafePointer<Float>, _ lo: Int, _ hi: Int,
-                             C: Int, mean: UnsafePointer<Float>, relu: Bool, into acc: UnsafeMutablePointer<Double>) {
+    static func masked(_ dy: V16, _ x: V16, _ relu: ReLUMask?, _ c: Int) -> V16 {
+        guard let relu else { return dy }
+        let v = x * load16(relu.scale + c) + load16(relu.shift + c)
+        return dy.replacing(with: V16(), where: .!(v .> V16()))
+    }
+
+    @inline(__always)
+    static func masked(_ dy: Float, _ x: Float, _ relu: ReLUMask?, _ c: Int) -> Float {
+        guard let relu else { return dy }
+        return x * relu.scale[c] + relu.shift[c] > 0 ? dy : 0
+    }
+
+    /// The fused ReLU's input per channel: x * scale + shift.
+    struct ReLUMask {
+        let scale, shift: UnsafePointer<Float>
+    }
+
+    /// acc[c] += sum d, acc[C + c] += sum d * (x - mu) over rows lo..<hi, d = masked(dy).
+    @inline(__always)
+    static func gradientSums(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, _ lo: Int, _ hi: Int,
+                             C: Int, mean: UnsafePointer<Float>, relu: ReLUMask?, into acc: UnsafeMutablePointer<Double>) {
         let block = UnsafeMutablePointer<Float>.allocate(capacity: 2 * C)
         defer { block.deallocate() }
-        let zero = V16()
         var r = lo
         while r < hi {
             let end = min(r + 64, hi)
             block.update(repeating: 0, count: 2 * C)
             for row in r..<end {
-                let o = row * C
+                let xr = x + row * C, dr = dy + row * C
                 var c = 0
                 while c + 16 <= C {
-                    var d = load16(dy + o + c)
-                    if relu { d = d.replacing(with: zero, where: load16(y + o + c) .<= zero) }
+                    let xv = load16(xr + c), d = masked(load16(dr + c), xv, relu, c)
                     store16(load16(block + c) + d, block + c)
-                    store16(load16(block + C + c) + d * (load16(x + o + c) - load16(mean + c)), block + C + c)
+                    store16(load16(block + C + c) + d * (xv - load16(mean + c)), block + C + c)
                     c += 16
                 }
                 while c < C {
-                    let d = (!relu || y[o + c] > 0) ? dy[o + c] : 0
-                    block[c] += d; block[C + c] += d * (x[o + c] - mean[c])
+                    let d = masked(dr[c], xr[c], relu, c)
+                    block[c] += d; block[C + c] += d * (xr[c] - mean[c])
                     c += 1
                 }
             }
@@ -138,25 +184,21 @@ enum NHWC {
         }
     }
 
-    /// dx = k * (d - a1 - (x - mu) * a2) per channel over rows lo..<hi, d as in gradientSums.
+    /// dx = k * (d - a1 - (x - mu) * a2) per channel over rows lo..<hi, d = masked(dy).
     @inline(__always)
-    static func gradientApply(x: UnsafePointer<Float>, y: UnsafePointer<Float>, dy: UnsafePointer<Float>,
-                              dx: UnsafeMutablePointer<Float>, _ lo: Int, _ hi: Int, C: Int, mean: UnsafePointer<Float>,
-                              k: UnsafePointer<Float>, a1: UnsafePointer<Float>, a2: UnsafePointer<Float>, relu: Bool) {
-        let zero = V16()
+    static func gradientApply(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
+                              _ lo: Int, _ hi: Int, C: Int, mean: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                              a1: UnsafePointer<Float>, a2: UnsafePointer<Float>, relu: ReLUMask?) {
         for row in lo..<hi {
-            let o = row * C
+            let xr = x + row * C, dr = dy + row * C, out = dx + row * C
             var c = 0
             while c + 16 <= C {
-                var d = load16(dy + o + c)
-                if relu { d = d.replacing(with: zero, where: load16(y + o + c) .<= zero) }
-                let v = load16(k + c) * (d - load16(a1 + c) - (load16(x + o + c) - load16(mean + c)) * load16(a2 + c))
-                store16(v, dx + o + c)
+                let xv = load16(xr + c), d = masked(load16(dr + c), xv, relu, c)
+                store16(load16(k + c) * (d - load16(a1 + c) - (xv - load16(mean + c)) * load16(a2 + c)), out + c)
                 c += 16
             }
             while c < C {
-                let d = (!relu || y[o + c] > 0) ? dy[o + c] : 0
-                dx[o + c] = k[c] * (d - a1[c] - (x[o + c] - mean[c]) * a2[c])
+                out[c] = k[c] * (masked(dr[c], xr[c], relu, c) - a1[c] - (xr[c] - mean[c]) * a2[c])
                 c += 1
             }
         }

@@ -38,36 +38,42 @@ final class ChannelsLastTests: XCTestCase {
                 let store = ParameterStore()
                 let a = BatchNorm2d(store: store, name: "a", C: 20, relu: relu)
                 let b = BatchNorm2d(store: store, name: "b", C: 20, relu: relu)
+                // SyncBatchNorm's channels-last path, on one rank (the reduction adds nothing).
+                let s = BatchNorm2d(store: store, name: "s", C: 20, relu: relu)
+                s.statisticsReducer = { _, _ in }
                 store.seal()
-                for bn in [a, b] {
+                for bn in [a, b, s] {
                     bn.resetParameters()
                     bn.training = training
                     let g = store.values + bn.weight.offset, h = store.values + bn.bias.offset
                     for c in 0..<20 { g[c] = 0.5 + Float(c) * 0.05; h[c] = Float(c % 5) * 0.1 - 0.2 }
                 }
                 if !training {
-                    for name in ["a", "b"] {
+                    for name in ["a", "b", "s"] {
                         store.write(store.entry(named: name + ".running_mean")!, (0..<20).map { Float($0) * 0.01 })
                         store.write(store.entry(named: name + ".running_var")!, (0..<20).map { 0.5 + Float($0) * 0.1 })
                     }
                 }
                 // A mean far from 0 checks the statistics' cancellation as well.
                 let x = tensor(shape, salt: 2, scale: 2, offset: 3), dy = tensor(shape, salt: 3)
-                let what = "relu \(relu), training \(training)"
-                let ya = a.forward(x).array, yb = first(b.forward(last(x)))
-                XCTAssertTrue(b.output.channelsLast)
-                assertClose(ya, yb.array, 1e-6, "y, " + what)
+                let ya = a.forward(x).array
                 a.backward(dy)
-                b.backward(last(dy))
-                XCTAssertTrue(b.dinput.channelsLast)
-                assertClose(a.dinput.array, first(b.dinput).array, 1e-5, "dx, " + what)
-                for suffix in [".weight", ".bias"] {
-                    let ea = store.entry(named: "a" + suffix)!, eb = store.entry(named: "b" + suffix)!
-                    assertClose(store.readGrad(ea), store.readGrad(eb), 1e-5, suffix + " gradient, " + what)
-                }
-                for suffix in [".running_mean", ".running_var", ".num_batches_tracked"] {
-                    let ea = store.entry(named: "a" + suffix)!, eb = store.entry(named: "b" + suffix)!
-                    assertClose(store.read(ea), store.read(eb), 1e-6, suffix + ", " + what)
+                for (name, bn) in [("b", b), ("s", s)] {
+                    let what = "\(name): relu \(relu), training \(training)"
+                    let yb = first(bn.forward(last(x)))
+                    XCTAssertTrue(bn.output.channelsLast)
+                    assertClose(ya, yb.array, 1e-6, "y, " + what)
+                    bn.backward(last(dy))
+                    XCTAssertTrue(bn.dinput.channelsLast)
+                    assertClose(a.dinput.array, first(bn.dinput).array, 1e-5, "dx, " + what)
+                    for suffix in [".weight", ".bias"] {
+                        let ea = store.entry(named: "a" + suffix)!, eb = store.entry(named: name + suffix)!
+                        assertClose(store.readGrad(ea), store.readGrad(eb), 1e-5, suffix + " gradient, " + what)
+                    }
+                    for suffix in [".running_mean", ".running_var", ".num_batches_tracked"] {
+                        let ea = store.entry(named: "a" + suffix)!, eb = store.entry(named: name + suffix)!
+                        assertClose(store.read(ea), store.read(eb), 1e-6, suffix + ", " + what)
+                    }
                 }
             }
         }
