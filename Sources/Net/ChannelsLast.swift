@@ -62,29 +62,37 @@ extension Parallel {
 
 /// Channel-wise kernels on rows of C floats (NHWC).
 enum NHWC {
-    /// acc[c] += sum over rows of f(row, c) for f: x, or (x - mu)^2, via float blocks of 64 rows.
+    /// Sums over rows lo..<hi into `acc` (`width` Doubles): `add(row, block)` adds one row's
+    /// terms into a float block, which is flushed into acc every 64 rows.
     @inline(__always)
-    static func channelSums(_ x: UnsafePointer<Float>, _ lo: Int, _ hi: Int, C: Int, mean: UnsafePointer<Float>?,
-                            into acc: UnsafeMutablePointer<Double>) {
-        let block = UnsafeMutablePointer<Float>.allocate(capacity: C)
+    static func blockSums(_ lo: Int, _ hi: Int, width: Int, into acc: UnsafeMutablePointer<Double>,
+                          _ add: (Int, UnsafeMutablePointer<Float>) -> Void) {
+        let block = UnsafeMutablePointer<Float>.allocate(capacity: width)
         defer { block.deallocate() }
         var r = lo
         while r < hi {
             let end = min(r + 64, hi)
-            block.update(repeating: 0, count: C)
-            for row in r..<end {
-                let p = x + row * C
-                var c = 0
-                if let mean {
-                    while c + 16 <= C { let d = load16(p + c) - load16(mean + c); store16(load16(block + c) + d * d, block + c); c += 16 }
-                    while c < C { let d = p[c] - mean[c]; block[c] += d * d; c += 1 }
-                } else {
-                    while c + 16 <= C { store16(load16(block + c) + load16(p + c), block + c); c += 16 }
-                    while c < C { block[c] += p[c]; c += 1 }
-                }
-            }
-            for c in 0..<C { acc[c] += Double(block[c]) }
+            block.update(repeating: 0, count: width)
+            for row in r..<end { add(row, block) }
+            for c in 0..<width { acc[c] += Double(block[c]) }
             r = end
+        }
+    }
+
+    /// acc[c] += sum over rows of x, or of (x - mu)^2 when `mean` is given.
+    @inline(__always)
+    static func channelSums(_ x: UnsafePointer<Float>, _ lo: Int, _ hi: Int, C: Int, mean: UnsafePointer<Float>?,
+                            into acc: UnsafeMutablePointer<Double>) {
+        blockSums(lo, hi, width: C, into: acc) { row, block in
+            let p = x + row * C
+            var c = 0
+            if let mean {
+                while c + 16 <= C { let d = load16(p + c) - load16(mean + c); store16(load16(block + c) + d * d, block + c); c += 16 }
+                while c < C { let d = p[c] - mean[c]; block[c] += d * d; c += 1 }
+            } else {
+                while c + 16 <= C { store16(load16(block + c) + load16(p + c), block + c); c += 16 }
+                while c < C { block[c] += p[c]; c += 1 }
+            }
         }
     }
 
@@ -93,25 +101,16 @@ enum NHWC {
     @inline(__always)
     static func shiftedMoments(_ x: UnsafePointer<Float>, _ lo: Int, _ hi: Int, C: Int, shift k: UnsafePointer<Float>,
                                into acc: UnsafeMutablePointer<Double>) {
-        let block = UnsafeMutablePointer<Float>.allocate(capacity: 2 * C)
-        defer { block.deallocate() }
-        var r = lo
-        while r < hi {
-            let end = min(r + 64, hi)
-            block.update(repeating: 0, count: 2 * C)
-            for row in r..<end {
-                let p = x + row * C
-                var c = 0
-                while c + 16 <= C {
-                    let d = load16(p + c) - load16(k + c)
-                    store16(load16(block + c) + d, block + c)
-                    store16(load16(block + C + c) + d * d, block + C + c)
-                    c += 16
-                }
-                while c < C { let d = p[c] - k[c]; block[c] += d; block[C + c] += d * d; c += 1 }
+        blockSums(lo, hi, width: 2 * C, into: acc) { row, block in
+            let p = x + row * C
+            var c = 0
+            while c + 16 <= C {
+                let d = load16(p + c) - load16(k + c)
+                store16(load16(block + c) + d, block + c)
+                store16(load16(block + C + c) + d * d, block + C + c)
+                c += 16
             }
-            for c in 0..<(2 * C) { acc[c] += Double(block[c]) }
-            r = end
+            while c < C { let d = p[c] - k[c]; block[c] += d; block[C + c] += d * d; c += 1 }
         }
     }
 
@@ -158,29 +157,20 @@ enum NHWC {
     @inline(__always)
     static func gradientSums(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, _ lo: Int, _ hi: Int,
                              C: Int, mean: UnsafePointer<Float>, relu: ReLUMask?, into acc: UnsafeMutablePointer<Double>) {
-        let block = UnsafeMutablePointer<Float>.allocate(capacity: 2 * C)
-        defer { block.deallocate() }
-        var r = lo
-        while r < hi {
-            let end = min(r + 64, hi)
-            block.update(repeating: 0, count: 2 * C)
-            for row in r..<end {
-                let xr = x + row * C, dr = dy + row * C
-                var c = 0
-                while c + 16 <= C {
-                    let xv = load16(xr + c), d = masked(load16(dr + c), xv, relu, c)
-                    store16(load16(block + c) + d, block + c)
-                    store16(load16(block + C + c) + d * (xv - load16(mean + c)), block + C + c)
-                    c += 16
-                }
-                while c < C {
-                    let d = masked(dr[c], xr[c], relu, c)
-                    block[c] += d; block[C + c] += d * (xr[c] - mean[c])
-                    c += 1
-                }
+        blockSums(lo, hi, width: 2 * C, into: acc) { row, block in
+            let xr = x + row * C, dr = dy + row * C
+            var c = 0
+            while c + 16 <= C {
+                let xv = load16(xr + c), d = masked(load16(dr + c), xv, relu, c)
+                store16(load16(block + c) + d, block + c)
+                store16(load16(block + C + c) + d * (xv - load16(mean + c)), block + C + c)
+                c += 16
             }
-            for c in 0..<(2 * C) { acc[c] += Double(block[c]) }
-            r = end
+            while c < C {
+                let d = masked(dr[c], xr[c], relu, c)
+                block[c] += d; block[C + c] += d * (xr[c] - mean[c])
+                c += 1
+            }
         }
     }
 
