@@ -264,6 +264,13 @@ public final class Conv2d {
         if rc != 0 { fatalError(String(cString: dt_dnnl_error())) }
     }
 
+    /// GFLOP/s of oneDNN's n x n x n matmul (bf16 or fp32 operands, fp32 result) on its threads, best
+    /// of 3 (0 if it failed): the GEMM roof under the oneDNN convolutions.
+    public static func oneDNNMatmulGFLOPs(n: Int, bf16: Bool) -> Double {
+        let t = dt_dnnl_matmul_seconds(Int32(n), Int32(n), Int32(n), bf16 ? 1 : 0, 3)
+        return t > 0 ? 2 * Double(n) * Double(n) * Double(n) / t / 1e9 : 0
+    }
+
     /// The oneDNN implementation of this layer's last forward ("" before one ran).
     public var oneDNNImplementation: String { dnnl.map { String(cString: dt_dnnl_conv_impl($0)) } ?? "" }
 

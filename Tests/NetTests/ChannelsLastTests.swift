@@ -126,4 +126,10 @@ final class ChannelsLastTests: XCTestCase {
         captured.copy(from: a)
         XCTAssertEqual(net.forwardRest(after: "layer3", activation: captured).array, logits)
     }
+
+    /// bench --profile's roof: oneDNN's matmul runs and gives a rate (0 would mean it failed).
+    func testOneDNNMatmulRoofMeasures() throws {
+        XCTAssertGreaterThan(Conv2d.oneDNNMatmulGFLOPs(n: 128, bf16: false), 0)
+        if BF16.supported { XCTAssertGreaterThan(Conv2d.oneDNNMatmulGFLOPs(n: 128, bf16: true), 0) }
+    }
 }

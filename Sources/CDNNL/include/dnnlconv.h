@@ -31,6 +31,11 @@ int dt_dnnl_conv_forward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, i
 int dt_dnnl_conv_backward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, int N, int H, int W, const float *x,
                           const float *w, const float *dy, float *dw, float *dx);
 
+/// The best of `reps` timings (seconds) of one oneDNN matmul C (M x N, fp32) = A (M x K) B (K x N) with
+/// A and B in bf16 (or fp32) and a zero-filled input: the GEMM roof the convolutions are measured against.
+/// Returns a negative number on failure (dt_dnnl_error says why).
+double dt_dnnl_matmul_seconds(int M, int N, int K, int bf16, int reps);
+
 /// Threads oneDNN runs on (its OpenMP pool); the engine sets it to its own count.
 void dt_dnnl_set_threads(int n);
 

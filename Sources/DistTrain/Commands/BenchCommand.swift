@@ -75,10 +75,11 @@ struct Bench: ParsableCommand {
     }
 
     /// The convolutions' rate against the GEMM roof of this machine's threads,
-    /// measured now: `Parallel.threads` independent one-core GEMMs (1024^3) side
-    /// by side, fp32 through OpenBLAS and bf16 through our AVX512-BF16 kernel.
-    /// Convolution FLOPs are counted as a direct convolution's (2 per multiply-add):
-    /// Winograd does fewer, so its rate can pass the roof.
+    /// measured now: the faster of `Parallel.threads` independent one-core GEMMs
+    /// (1024^3) side by side (fp32 through OpenBLAS, bf16 through our AVX512-BF16
+    /// kernel) and one oneDNN matmul (2048^3) on all threads (its brgemm kernels are
+    /// those of the convolutions). Convolution FLOPs are counted as a direct
+    /// convolution's (2 per multiply-add): Winograd does fewer, so its rate can pass the roof.
     func convolutionRoof(seconds: Double) {
         guard seconds > 0 else { return }
         let T = Parallel.threads, n = 1024
@@ -104,13 +105,16 @@ struct Bench: ParsableCommand {
             }
             return best
         }
+        func oneDNN(_ bf16: Bool) -> Double { Conv2d.oneDNNMatmulGFLOPs(n: 2048, bf16: bf16) }
         let rate = Profiler.convFlops / seconds / 1e9
-        let fp32 = roof(false), bf16 = BF16.supported ? roof(true) : 0
+        let fp32 = (ours: roof(false), dnnl: oneDNN(false))
+        let bf16 = BF16.supported ? (ours: roof(true), dnnl: oneDNN(true)) : (ours: 0.0, dnnl: 0.0)
         let mine = Precision.current == .bf16 ? bf16 : fp32
         print(String(format: "  convolutions: %.0f GFLOP/s (direct-convolution FLOPs, %.0f per step), %.0f %% of the %@ GEMM roof", rate,
-                     Profiler.convFlops / Double(steps) / 1e9, 100 * rate / mine, Precision.current.rawValue))
-        print(String(format: "  GEMM roof on %d thread(s), measured now: fp32 %.0f GFLOP/s (OpenBLAS), bf16 %@", T, fp32,
-                     BF16.supported ? String(format: "%.0f GFLOP/s (AVX512-BF16 kernel)", bf16) : "none (no AVX512-BF16)"))
+                     Profiler.convFlops / Double(steps) / 1e9, 100 * rate / max(mine.ours, mine.dnnl), Precision.current.rawValue))
+        print(String(format: "  GEMM roof on %d thread(s), measured now: fp32 %.0f GFLOP/s (OpenBLAS; oneDNN matmul %.0f), bf16 %@", T,
+                     fp32.ours, fp32.dnnl, BF16.supported ? String(format: "%.0f GFLOP/s (our AVX512-BF16 kernel; oneDNN matmul %.0f)",
+                                                                   bf16.ours, bf16.dnnl) : "none (no AVX512-BF16)"))
     }
 
     /// Under mpirun each rank runs batchSize/size images per step, as in training.
