@@ -83,4 +83,30 @@ final class EMATests: XCTestCase {
             XCTAssertTrue("\($0)".contains("training/"), "\($0)")
         }
     }
+
+    /// The same in bf16, where the network runs channels-last inside: resume is bit-exact, and the
+    /// evaluation stage (CAMs included: captures, gradients and AblationCAM's partial forwards) gives
+    /// back the validation loss training recorded for best.h5.
+    func testBF16RunResumesExactlyAndEvaluatesWithCAMs() throws {
+        try XCTSkipUnless(BF16.supported, "this CPU has no AVX512-BF16")
+        defer { try? Precision.set(.fp32) }
+        let a = makeTempDir("ema-bf16-a"), b = makeTempDir("ema-bf16-b")
+        var ca = config(a)
+        ca.precision = .bf16
+        try Trainer(config: ca, comm: SingleProcess()).run()
+        var cb = config(b)
+        cb.precision = .bf16
+        cb.stopAfterEpochs = 1
+        try Trainer(config: cb, comm: SingleProcess()).run()
+        cb.stopAfterEpochs = 0
+        try Trainer(config: cb, comm: SingleProcess(), resume: true).run()
+        let ta = try tensors(a + "/ckpt/last.h5"), tb = try tensors(b + "/ckpt/last.h5")
+        for (k, v) in ta { XCTAssertEqual(v, tb[k], "\(k) differs after resume") }
+        let rows = try String(contentsOfFile: a + "/metrics.csv", encoding: .utf8).split(separator: "\n")
+        let best = Int(try HDF5File(a + "/ckpt/best.h5").readInt64s("state/epoch").values[0])
+        let valLoss = Double(rows[best].split(separator: ",")[3])!
+        let s = try EvalStage.run(config: ca, comm: SingleProcess(), checkpoint: a + "/ckpt/best.h5", cams: [.gradcam, .ablationcam])
+        XCTAssertEqual(s.val.loss, valLoss, accuracy: 1e-5)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: a + "/report/cam-grid.png"))
+    }
 }
