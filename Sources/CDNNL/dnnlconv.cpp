@@ -16,6 +16,7 @@ extern "C" void omp_set_num_threads(int);
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -129,6 +130,7 @@ struct Entry {
     std::unique_ptr<convolution_backward_weights> bw;
     Bridge dyD, wD, dx;                  // backward data: dy, w, dx in its layouts
     Bridge xW, dyW, dw;                  // backward weights: x, dy, dw
+    memory dyBF16;                       // a caller's bf16 NHWC dy, wrapped as it is (made on first use)
     bool xWShared = false, dyWShared = false, wDShared = false;
 };
 
@@ -248,12 +250,20 @@ int dt_dnnl_conv_forward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, i
 }
 
 int dt_dnnl_conv_backward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, int N, int H, int W, const float *x,
-                          const float *w, const float *dy, float *dw, float *dx) {
+                          const float *w, const float *dy, int dy_bf16, float *dw, float *dx) {
     return guarded("backward", [&] {
         Entry &e = conv->entry(bf16, x_last, y_last, N, H, W);
         conv->prepareBackward(e);
         auto &s = cpuStream();
-        memory &dyD = e.dyD.load(dy);
+        if (dy_bf16) {
+            // Both backward primitives take dy as bf16 NHWC (y_last, bf16): the caller's memory as it is.
+            auto want = memory::desc(e.yMD.dims(), dt::bf16, tag::nhwc);
+            if (!bf16 || !y_last || e.bdpd.diff_dst_desc() != want || !e.dyWShared)
+                throw std::runtime_error("a bfloat16 dy needs bf16 primitives on NHWC");
+            if (!e.dyBF16) e.dyBF16 = memory(want, cpuEngine(), DNNL_MEMORY_NONE);
+            e.dyBF16.set_data_handle(const_cast<float *>(dy));
+        }
+        memory &dyD = dy_bf16 ? e.dyBF16 : e.dyD.load(dy);
         if (dx) {
             memory &wi = e.wDShared ? e.w.inner : e.wD.load(w);  // w as the forward converted it
             memory &dxi = e.dx.target(dx);

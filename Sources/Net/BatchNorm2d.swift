@@ -112,9 +112,12 @@ public final class BatchNorm2d {
         return output
     }
 
-    /// dy = dL/dy. Accumulates dgamma, dbeta (unless frozen); writes dinput.
-    public func backward(_ dy: Tensor) {
-        if input?.channelsLast == true { return backwardChannelsLast(dy, usedBatchStats ? statisticsReducer : nil) }
+    /// dy = dL/dy. Accumulates dgamma, dbeta (unless frozen); writes dinput, in bfloat16 when
+    /// `bf16Gradient` and the input is channels-last (for a bf16 convolution's backward).
+    public func backward(_ dy: Tensor, bf16Gradient: Bool = false) {
+        if input?.channelsLast == true {
+            return backwardChannelsLast(dy, usedBatchStats ? statisticsReducer : nil, bf16: bf16Gradient)
+        }
         if usedBatchStats, let reduce = statisticsReducer { return backwardSynchronised(dy, reduce) }
         let (N, HW, xp, yp, dyp, dxp, g, dg, db, frozen) = beginBackward(dy)
         let C = self.C
@@ -318,8 +321,9 @@ public final class BatchNorm2d {
     }
 
     /// As backward and backwardSynchronised, on NHWC; the ReLU mask from x and the forward's affine map.
-    private func backwardChannelsLast(_ dy: Tensor, _ reduce: ((UnsafeMutablePointer<Double>, Int) -> Void)?) {
+    private func backwardChannelsLast(_ dy: Tensor, _ reduce: ((UnsafeMutablePointer<Double>, Int) -> Void)?, bf16: Bool) {
         let (N, HW, xp, _, dyp, dxp, g, dg, db, frozen) = beginBackward(dy)
+        if bf16 { dinput.resize(dinput.shape, channelsLast: true, bf16: true) }
         let C = self.C, R = N * HW, batchStats = usedBatchStats
         scale.withUnsafeBufferPointer { sp in shift.withUnsafeBufferPointer { tp in
             let relu = fusedReLU ? NHWC.ReLUMask(scale: sp.baseAddress!, shift: tp.baseAddress!) : nil
@@ -342,7 +346,7 @@ public final class BatchNorm2d {
             mean.withUnsafeBufferPointer { mp in k.withUnsafeBufferPointer { kp in a1.withUnsafeBufferPointer { a1p in
             a2.withUnsafeBufferPointer { a2p in
                 Parallel.chunks(R, grain: 256) { lo, hi in
-                    NHWC.gradientApply(x: xp, dy: dyp, dx: dxp, lo, hi, C: C, mean: mp.baseAddress!, k: kp.baseAddress!,
+                    NHWC.gradientApply(x: xp, dy: dyp, dx: dxp, bf16: bf16, lo, hi, C: C, mean: mp.baseAddress!, k: kp.baseAddress!,
                                        a1: a1p.baseAddress!, a2: a2p.baseAddress!, relu: relu)
                 }
             } } } }

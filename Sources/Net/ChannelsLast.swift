@@ -174,23 +174,42 @@ enum NHWC {
         }
     }
 
-    /// dx = k * (d - a1 - (x - mu) * a2) per channel over rows lo..<hi, d = masked(dy).
+    /// dx = k * (d - a1 - (x - mu) * a2) per channel over rows lo..<hi, d = masked(dy); written as
+    /// bfloat16 (nearest even) when `bf16`, for the convolution whose output gradient it is.
     @inline(__always)
-    static func gradientApply(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
+    static func gradientApply(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, bf16: Bool,
                               _ lo: Int, _ hi: Int, C: Int, mean: UnsafePointer<Float>, k: UnsafePointer<Float>,
                               a1: UnsafePointer<Float>, a2: UnsafePointer<Float>, relu: ReLUMask?) {
+        let raw = UnsafeMutableRawPointer(dx)
         for row in lo..<hi {
-            let xr = x + row * C, dr = dy + row * C, out = dx + row * C
+            let xr = x + row * C, dr = dy + row * C, o = row * C
             var c = 0
             while c + 16 <= C {
                 let xv = load16(xr + c), d = masked(load16(dr + c), xv, relu, c)
-                store16(load16(k + c) * (d - load16(a1 + c) - (xv - load16(mean + c)) * load16(a2 + c)), out + c)
+                let v = load16(k + c) * (d - load16(a1 + c) - (xv - load16(mean + c)) * load16(a2 + c))
+                if bf16 { storeBF16(v, raw + 2 * (o + c)) } else { store16(v, dx + o + c) }
                 c += 16
             }
             while c < C {
-                out[c] = k[c] * (masked(dr[c], xr[c], relu, c) - a1[c] - (xr[c] - mean[c]) * a2[c])
+                let v = k[c] * (masked(dr[c], xr[c], relu, c) - a1[c] - (xr[c] - mean[c]) * a2[c])
+                if bf16 { raw.storeBytes(of: bf16Bits(v), toByteOffset: 2 * (o + c), as: UInt16.self) } else { dx[o + c] = v }
                 c += 1
             }
         }
+    }
+
+    /// 16 floats rounded to bfloat16 (nearest even; NaN stays a quiet NaN), stored as 16 UInt16.
+    @inline(__always)
+    static func storeBF16(_ v: V16, _ p: UnsafeMutableRawPointer) {
+        let u = unsafeBitCast(v, to: SIMD16<UInt32>.self)
+        var r = (u &+ 0x7FFF &+ ((u &>> 16) & 1)) &>> 16
+        r.replace(with: (u &>> 16) | 0x40, where: v .!= v)
+        p.storeBytes(of: SIMD16<UInt16>(truncatingIfNeeded: r), as: SIMD16<UInt16>.self)
+    }
+
+    @inline(__always)
+    static func bf16Bits(_ x: Float) -> UInt16 {
+        let u = x.bitPattern
+        return x.isNaN ? UInt16(truncatingIfNeeded: (u >> 16) | 0x40) : UInt16(truncatingIfNeeded: (u &+ 0x7FFF &+ ((u >> 16) & 1)) >> 16)
     }
 }

@@ -167,6 +167,8 @@ public final class Conv2d {
         let dw = store.grads + weight.offset
         let xp = x.data, dyp = dy.data
         precondition(dy.channelsLast == output.channelsLast, "conv backward: dy's layout is not the output's")
+        precondition(!dy.bf16 || (Conv2d.backend == .onednn && Precision.current == .bf16 && bias == nil),
+                     "conv backward: a bf16 dy needs oneDNN in bf16 (and no bias)")
         if needInputGrad {
             dinput.resize(x.shape, channelsLast: x.channelsLast)
             if !isPointwise && Conv2d.backend == .native { Profiler.measure(.im2col) { dinput.zero() } }
@@ -191,9 +193,9 @@ public final class Conv2d {
         Profiler.countConv(2 * Double(N * OC * P * K) * ((frozen ? 0 : 1) + (needInputGrad ? 1 : 0)))
         if Conv2d.backend == .onednn {
             let dx = needInputGrad ? dinput.data : nil
-            let xl: Int32 = x.channelsLast ? 1 : 0, yl: Int32 = dy.channelsLast ? 1 : 0
+            let xl: Int32 = x.channelsLast ? 1 : 0, yl: Int32 = dy.channelsLast ? 1 : 0, dyb: Int32 = dy.bf16 ? 1 : 0
             oneDNN { d, bf16 in
-                dt_dnnl_conv_backward(d, bf16, xl, yl, Int32(N), Int32(H), Int32(W), xp, w, dyp, frozen ? nil : dw, dx)
+                dt_dnnl_conv_backward(d, bf16, xl, yl, Int32(N), Int32(H), Int32(W), xp, w, dyp, dyb, frozen ? nil : dw, dx)
             }
             return
         }

@@ -54,7 +54,8 @@ struct ConvBN {
     }
     /// Returns dL/dx (conv.dinput) when needed.
     func backward(_ dy: Tensor, needInputGrad: Bool) -> Tensor {
-        Profiler.measure(.batchNorm) { bn.backward(dy) }
+        // On oneDNN in bf16 the gradient goes to the convolution as bfloat16, its operand type: no conversion pass.
+        Profiler.measure(.batchNorm) { bn.backward(dy, bf16Gradient: Conv2d.channelsLast) }
         conv.backward(bn.dinput, needInputGrad: needInputGrad)
         return conv.dinput
     }

@@ -15,6 +15,9 @@ public final class Tensor {
     public private(set) var data: UnsafeMutablePointer<Float>
     /// The memory order of a 4-D tensor: (N, H, W, C) when true, else (N, C, H, W).
     public private(set) var channelsLast = false
+    /// The memory holds `count` bfloat16 values (UInt16, in the first half) instead of floats:
+    /// a gradient handed straight to a bf16 convolution (ChannelsLast.swift). `array` widens them.
+    public private(set) var bf16 = false
 
     public init(_ shape: [Int] = [0]) {
         let n = shape.reduce(1, *)
@@ -39,9 +42,10 @@ public final class Tensor {
     }
 
     /// Sets the shape (and the memory order); contents are unspecified if the capacity had to grow.
-    public func resize(_ newShape: [Int], channelsLast: Bool = false) {
+    public func resize(_ newShape: [Int], channelsLast: Bool = false, bf16: Bool = false) {
         precondition(!channelsLast || newShape.count == 4, "channels-last needs (N, C, H, W), got \(newShape)")
         self.channelsLast = channelsLast
+        self.bf16 = bf16
         let n = newShape.reduce(1, *)
         if n > capacity {
             data.deallocate()
@@ -56,7 +60,11 @@ public final class Tensor {
     public func zero() { data.update(repeating: 0, count: count) }
 
     public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: data, count: count) }
-    public var array: [Float] { Array(buffer) }
+    public var array: [Float] {
+        guard bf16 else { return Array(buffer) }
+        let raw = UnsafeRawPointer(data)
+        return (0..<count).map { Float(bitPattern: UInt32(raw.load(fromByteOffset: 2 * $0, as: UInt16.self)) << 16) }
+    }
 
     public subscript(i: Int) -> Float {
         get { data[i] }
@@ -64,7 +72,7 @@ public final class Tensor {
     }
 
     public func copy(from other: Tensor) {
-        resize(other.shape, channelsLast: other.channelsLast)
+        resize(other.shape, channelsLast: other.channelsLast, bf16: other.bf16)
         data.update(from: other.data, count: count)
     }
 }

@@ -132,4 +132,44 @@ final class ChannelsLastTests: XCTestCase {
         XCTAssertGreaterThan(Conv2d.oneDNNMatmulGFLOPs(n: 128, bf16: false), 0)
         if BF16.supported { XCTAssertGreaterThan(Conv2d.oneDNNMatmulGFLOPs(n: 128, bf16: true), 0) }
     }
+
+    /// In bf16 on oneDNN a BatchNorm hands its input gradient to the convolution before it as
+    /// bfloat16: the fp32 gradient rounded to nearest even, and the convolution's backward
+    /// computes from it what it computes from those values in fp32.
+    func testBF16GradientHandOffFromBatchNormToConvolution() throws {
+        try XCTSkipUnless(BF16.supported, "this CPU has no AVX512-BF16")
+        try XCTSkipUnless(Conv2d.backend == .onednn, "DISTTRAIN_CONV selects the native convolutions")
+        try Precision.set(.bf16)
+        defer { try? Precision.set(.fp32) }
+        let store = ParameterStore(), ws = Workspace()
+        let conv = Conv2d(store: store, ws: ws, name: "conv", C: 20, OC: 20, kernel: 3, stride: 1, pad: 1)
+        let a = BatchNorm2d(store: store, name: "a", C: 20, relu: true)
+        let b = BatchNorm2d(store: store, name: "b", C: 20, relu: true)
+        store.seal()
+        a.resetParameters(); b.resetParameters()
+        let w = store.entry(named: "conv.weight")!
+        store.write(w, formulaValues(w.count, salt: 8, scale: 0.2))
+        let x = last(tensor(shape, salt: 9)), dy = last(tensor(shape, salt: 10))
+        let y = conv.forward(x)
+        XCTAssertTrue(y.channelsLast)
+        a.forward(y); b.forward(y)
+        a.backward(dy)
+        b.backward(dy, bf16Gradient: true)
+        XCTAssertTrue(b.dinput.bf16 && b.dinput.channelsLast)
+        let rounded = a.dinput.array.map { BF16.round($0) }
+        XCTAssertEqual(b.dinput.array, rounded)
+        // The same values as fp32 and as bf16 give the convolution the same gradients.
+        let asFloat = Tensor()
+        asFloat.resize(shape, channelsLast: true)
+        for i in 0..<asFloat.count { asFloat.data[i] = rounded[i] }
+        func gradients(_ d: Tensor) -> (dw: [Float], dx: [Float]) {
+            store.zeroGrads()
+            conv.backward(d, needInputGrad: true)
+            return (store.readGrad(w), conv.dinput.array)
+        }
+        let fromFloat = gradients(asFloat), fromBF16 = gradients(b.dinput)
+        XCTAssertEqual(fromBF16.dw, fromFloat.dw)
+        XCTAssertEqual(fromBF16.dx, fromFloat.dx)
+        XCTAssertGreaterThan(fromFloat.dw.map { abs($0) }.max()!, 0)
+    }
 }

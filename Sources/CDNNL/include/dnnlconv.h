@@ -27,9 +27,10 @@ int dt_dnnl_conv_forward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, i
                          const float *w, float *y);
 
 /// dw += dL/dw (when dw is not NULL) and dx = dL/dx (when dx is not NULL),
-/// for the x, w given to the last forward of this shape and dy = dL/dy.
+/// for the x, w given to the last forward of this shape and dy = dL/dy. With `dy_bf16`
+/// (bf16 and y_last only) dy holds bfloat16 values (uint16) and is used as it is.
 int dt_dnnl_conv_backward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, int N, int H, int W, const float *x,
-                          const float *w, const float *dy, float *dw, float *dx);
+                          const float *w, const float *dy, int dy_bf16, float *dw, float *dx);
 
 /// The best of `reps` timings (seconds) of one oneDNN matmul C (M x N, fp32) = A (M x K) B (K x N) with
 /// A and B in bf16 (or fp32) and a zero-filled input: the GEMM roof the convolutions are measured against.
