@@ -130,7 +130,7 @@ struct Entry {
     std::unique_ptr<convolution_backward_weights> bw;
     Bridge dyD, wD, dx;                  // backward data: dy, w, dx in its layouts
     Bridge xW, dyW, dw;                  // backward weights: x, dy, dw
-    memory dyBF16;                       // a caller's bf16 NHWC dy, wrapped as it is (made on first use)
+    memory dyBF16, xBF16;                // a caller's bf16 NHWC dy or x, wrapped as it is (made on first use)
     bool xWShared = false, dyWShared = false, wDShared = false;
 };
 
@@ -222,6 +222,15 @@ int guarded(const char *what, Body body) {
         return 1;
     }
 }
+
+/// The caller's bf16 NHWC tensor `p` wrapped in `m`, which must match `inner` (the primitive's own layout).
+memory &wrapBF16(memory &m, const memory::desc &inner, const Entry &e, const memory::dims &dims, const float *p) {
+    auto want = memory::desc(dims, dt::bf16, tag::nhwc);
+    if (!e.bf16 || !e.yLast || inner != want) throw std::runtime_error("a bfloat16 tensor needs bf16 primitives on NHWC");
+    if (!m) m = memory(want, cpuEngine(), DNNL_MEMORY_NONE);
+    m.set_data_handle(const_cast<float *>(p));
+    return m;
+}
 }  // namespace
 
 extern "C" {
@@ -235,12 +244,12 @@ dt_dnnl_conv *dt_dnnl_conv_new(int C, int OC, int KH, int KW, int stride, int pa
 void dt_dnnl_conv_free(dt_dnnl_conv *conv) { delete conv; }
 
 int dt_dnnl_conv_forward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, int N, int H, int W, const float *x,
-                         const float *w, float *y) {
+                         int x_bf16, const float *w, float *y) {
     return guarded("forward", [&] {
         Entry &e = conv->entry(bf16, x_last, y_last, N, H, W);
         auto &s = cpuStream();
-        memory &xi = e.x.load(x);
-        e.xFed = x;
+        memory &xi = x_bf16 ? wrapBF16(e.xBF16, e.fpd.src_desc(), e, e.xMD.dims(), x) : e.x.load(x);
+        e.xFed = x_bf16 ? nullptr : x;
         memory &wi = e.w.load(w);
         memory &yi = e.y.target(y);
         e.fwd->execute(s, {{DNNL_ARG_SRC, xi}, {DNNL_ARG_WEIGHTS, wi}, {DNNL_ARG_DST, yi}});
@@ -250,20 +259,14 @@ int dt_dnnl_conv_forward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, i
 }
 
 int dt_dnnl_conv_backward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, int N, int H, int W, const float *x,
-                          const float *w, const float *dy, int dy_bf16, float *dw, float *dx) {
+                          int x_bf16, const float *w, const float *dy, int dy_bf16, float *dw, float *dx) {
     return guarded("backward", [&] {
         Entry &e = conv->entry(bf16, x_last, y_last, N, H, W);
         conv->prepareBackward(e);
         auto &s = cpuStream();
-        if (dy_bf16) {
-            // Both backward primitives take dy as bf16 NHWC (y_last, bf16): the caller's memory as it is.
-            auto want = memory::desc(e.yMD.dims(), dt::bf16, tag::nhwc);
-            if (!bf16 || !y_last || e.bdpd.diff_dst_desc() != want || !e.dyWShared)
-                throw std::runtime_error("a bfloat16 dy needs bf16 primitives on NHWC");
-            if (!e.dyBF16) e.dyBF16 = memory(want, cpuEngine(), DNNL_MEMORY_NONE);
-            e.dyBF16.set_data_handle(const_cast<float *>(dy));
-        }
-        memory &dyD = dy_bf16 ? e.dyBF16 : e.dyD.load(dy);
+        // A bf16 dy serves both backward primitives (they share its layout: bf16 NHWC).
+        if (dy_bf16 && !e.dyWShared) throw std::runtime_error("a bfloat16 dy needs one dy layout for both backward passes");
+        memory &dyD = dy_bf16 ? wrapBF16(e.dyBF16, e.bdpd.diff_dst_desc(), e, e.yMD.dims(), dy) : e.dyD.load(dy);
         if (dx) {
             memory &wi = e.wDShared ? e.w.inner : e.wD.load(w);  // w as the forward converted it
             memory &dxi = e.dx.target(dx);
@@ -271,7 +274,8 @@ int dt_dnnl_conv_backward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, 
             e.dx.store();
         }
         if (dw) {
-            memory &xi = e.xWShared ? (e.xFed == x ? e.x.inner : e.x.load(x)) : e.xW.load(x);
+            memory &xi = x_bf16 ? wrapBF16(e.xBF16, e.bwpd.src_desc(), e, e.xMD.dims(), x)
+                       : e.xWShared ? (e.xFed == x ? e.x.inner : e.x.load(x)) : e.xW.load(x);
             memory &dyi = e.dyWShared ? dyD : e.dyW.load(dy);
             memory &dwi = e.dw.target(dw);
             e.bw->execute(s, {{DNNL_ARG_SRC, xi}, {DNNL_ARG_DIFF_DST, dyi}, {DNNL_ARG_DIFF_WEIGHTS, dwi}});

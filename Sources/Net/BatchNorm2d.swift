@@ -61,8 +61,10 @@ public final class BatchNorm2d {
     }
 
     @discardableResult
-    public func forward(_ x: Tensor) -> Tensor {
-        if x.channelsLast { return forwardChannelsLast(x, training ? statisticsReducer : nil) }
+    /// `bf16Output`: on channels-last input, y is written as bfloat16 (its only reader a bf16
+    /// convolution; backward does not read y there).
+    public func forward(_ x: Tensor, bf16Output: Bool = false) -> Tensor {
+        if x.channelsLast { return forwardChannelsLast(x, training ? statisticsReducer : nil, bf16: bf16Output) }
         if training, let reduce = statisticsReducer { return forwardSynchronised(x, reduce) }
         let N = x.shape[0], HW = x.shape[2] * x.shape[3]
         prepare(x, batchStatistics: training)
@@ -273,9 +275,10 @@ public final class BatchNorm2d {
     /// (summed over ranks by `reduce` when given), then y row by row. One rank
     /// takes both moments in one pass about the mean of the first 64 rows;
     /// over ranks, mean then squared deviations (every rank needs the same shift).
-    private func forwardChannelsLast(_ x: Tensor, _ reduce: ((UnsafeMutablePointer<Double>, Int) -> Void)?) -> Tensor {
+    private func forwardChannelsLast(_ x: Tensor, _ reduce: ((UnsafeMutablePointer<Double>, Int) -> Void)?, bf16: Bool) -> Tensor {
         let R = x.shape[0] * x.shape[2] * x.shape[3], C = self.C
         prepare(x, batchStatistics: training)
+        if bf16 { output.resize(x.shape, channelsLast: true, bf16: true) }
         let xp = x.data, yp = output.data
         let g = store.values + weight.offset, b = store.values + bias.offset
         if training, let reduce {
@@ -314,7 +317,7 @@ public final class BatchNorm2d {
         let relu = fusedReLU
         scale.withUnsafeBufferPointer { sp in shift.withUnsafeBufferPointer { tp in
             Parallel.chunks(R, grain: 256) { lo, hi in
-                NHWC.affine(xp, yp, lo, hi, C: C, scale: sp.baseAddress!, shift: tp.baseAddress!, relu: relu)
+                NHWC.affine(xp, yp, bf16: bf16, lo, hi, C: C, scale: sp.baseAddress!, shift: tp.baseAddress!, relu: relu)
             }
         } }
         return output

@@ -114,21 +114,26 @@ enum NHWC {
         }
     }
 
-    /// y = x * scale + shift per channel (then max(., 0) when `relu`), rows lo..<hi.
+    /// y = x * scale + shift per channel (then max(., 0) when `relu`), rows lo..<hi; written as
+    /// bfloat16 when `bf16` (an input only a bf16 convolution reads).
     @inline(__always)
-    static func affine(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ lo: Int, _ hi: Int, C: Int,
+    static func affine(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, bf16: Bool, _ lo: Int, _ hi: Int, C: Int,
                        scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, relu: Bool) {
-        let zero = V16()
+        let zero = V16(), raw = UnsafeMutableRawPointer(y)
         for row in lo..<hi {
-            let p = x + row * C, q = y + row * C
+            let p = x + row * C, o = row * C
             var c = 0
             while c + 16 <= C {
                 var v = load16(p + c) * load16(scale + c) + load16(shift + c)
                 if relu { v = v.replacing(with: zero, where: v .< zero) }
-                store16(v, q + c)
+                if bf16 { storeBF16(v, raw + 2 * (o + c)) } else { store16(v, y + o + c) }
                 c += 16
             }
-            while c < C { let v = p[c] * scale[c] + shift[c]; q[c] = relu ? max(v, 0) : v; c += 1 }
+            while c < C {
+                let a = p[c] * scale[c] + shift[c], v = relu ? max(a, 0) : a
+                if bf16 { raw.storeBytes(of: bf16Bits(v), toByteOffset: 2 * (o + c), as: UInt16.self) } else { y[o + c] = v }
+                c += 1
+            }
         }
     }
 

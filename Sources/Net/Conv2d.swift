@@ -86,14 +86,15 @@ public final class Conv2d {
         let P = OH * OW, K = self.K
         let last = Conv2d.channelsLast
         precondition(last || !x.channelsLast, "a channels-last input reaches a convolution in NCHW mode")
+        precondition(!x.bf16 || last, "a bf16 input needs oneDNN in bf16")
         output.resize([N, OC, OH, OW], channelsLast: last)
         input = x
         let w = store.values + weight.offset
         let xp = x.data, yp = output.data
         Profiler.countConv(2 * Double(N * OC * P * K))
         if Conv2d.backend == .onednn {
-            let xl: Int32 = x.channelsLast ? 1 : 0, yl: Int32 = last ? 1 : 0
-            oneDNN { d, bf16 in dt_dnnl_conv_forward(d, bf16, xl, yl, Int32(N), Int32(H), Int32(W), xp, w, yp) }
+            let xl: Int32 = x.channelsLast ? 1 : 0, yl: Int32 = last ? 1 : 0, xb: Int32 = x.bf16 ? 1 : 0
+            oneDNN { d, bf16 in dt_dnnl_conv_forward(d, bf16, xl, yl, Int32(N), Int32(H), Int32(W), xp, xb, w, yp) }
             addBias(N: N, P: P)
             return output
         }
@@ -193,9 +194,10 @@ public final class Conv2d {
         Profiler.countConv(2 * Double(N * OC * P * K) * ((frozen ? 0 : 1) + (needInputGrad ? 1 : 0)))
         if Conv2d.backend == .onednn {
             let dx = needInputGrad ? dinput.data : nil
-            let xl: Int32 = x.channelsLast ? 1 : 0, yl: Int32 = dy.channelsLast ? 1 : 0, dyb: Int32 = dy.bf16 ? 1 : 0
+            let xl: Int32 = x.channelsLast ? 1 : 0, yl: Int32 = dy.channelsLast ? 1 : 0
+            let xb: Int32 = x.bf16 ? 1 : 0, dyb: Int32 = dy.bf16 ? 1 : 0
             oneDNN { d, bf16 in
-                dt_dnnl_conv_backward(d, bf16, xl, yl, Int32(N), Int32(H), Int32(W), xp, w, dyp, dyb, frozen ? nil : dw, dx)
+                dt_dnnl_conv_backward(d, bf16, xl, yl, Int32(N), Int32(H), Int32(W), xp, xb, w, dyp, dyb, frozen ? nil : dw, dx)
             }
             return
         }

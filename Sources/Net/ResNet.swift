@@ -39,18 +39,22 @@ public struct ResNetConfig: Codable, Sendable, Equatable {
     }
 }
 
-/// A conv followed by its BN (ReLU fused into the BN when `relu`).
+/// A conv followed by its BN (ReLU fused into the BN when `relu`). `feedsConvolution`: the output's
+/// only reader is the next convolution of a residual branch.
 struct ConvBN {
     let conv: Conv2d
     let bn: BatchNorm2d
+    let feedsConvolution: Bool
     init(_ store: ParameterStore, _ ws: Workspace, conv cname: String, bn bname: String,
-         C: Int, OC: Int, kernel: Int, stride: Int, pad: Int, relu: Bool) {
+         C: Int, OC: Int, kernel: Int, stride: Int, pad: Int, relu: Bool, feedsConvolution: Bool = false) {
         conv = Conv2d(store: store, ws: ws, name: cname, C: C, OC: OC, kernel: kernel, stride: stride, pad: pad)
         bn = BatchNorm2d(store: store, name: bname, C: OC, relu: relu)
+        self.feedsConvolution = feedsConvolution
     }
     func forward(_ x: Tensor) -> Tensor {
         let y = conv.forward(x)
-        return Profiler.measure(.batchNorm) { bn.forward(y) }
+        // On oneDNN in bf16 an output only a convolution reads goes to it as bfloat16, its operand type.
+        return Profiler.measure(.batchNorm) { bn.forward(y, bf16Output: feedsConvolution && Conv2d.channelsLast) }
     }
     /// Returns dL/dx (conv.dinput) when needed.
     func backward(_ dy: Tensor, needInputGrad: Bool) -> Tensor {
@@ -78,13 +82,16 @@ public final class ResidualBlock {
         let out = planes * (basic ? 1 : 4)
         if basic {
             branch = [
-                ConvBN(store, ws, conv: p + "conv1", bn: p + "bn1", C: inplanes, OC: planes, kernel: 3, stride: stride, pad: 1, relu: true),
+                ConvBN(store, ws, conv: p + "conv1", bn: p + "bn1", C: inplanes, OC: planes, kernel: 3, stride: stride, pad: 1, relu: true,
+                       feedsConvolution: true),
                 ConvBN(store, ws, conv: p + "conv2", bn: p + "bn2", C: planes, OC: planes, kernel: 3, stride: 1, pad: 1, relu: false),
             ]
         } else {
             branch = [
-                ConvBN(store, ws, conv: p + "conv1", bn: p + "bn1", C: inplanes, OC: planes, kernel: 1, stride: 1, pad: 0, relu: true),
-                ConvBN(store, ws, conv: p + "conv2", bn: p + "bn2", C: planes, OC: planes, kernel: 3, stride: stride, pad: 1, relu: true),
+                ConvBN(store, ws, conv: p + "conv1", bn: p + "bn1", C: inplanes, OC: planes, kernel: 1, stride: 1, pad: 0, relu: true,
+                       feedsConvolution: true),
+                ConvBN(store, ws, conv: p + "conv2", bn: p + "bn2", C: planes, OC: planes, kernel: 3, stride: stride, pad: 1, relu: true,
+                       feedsConvolution: true),
                 ConvBN(store, ws, conv: p + "conv3", bn: p + "bn3", C: planes, OC: out, kernel: 1, stride: 1, pad: 0, relu: false),
             ]
         }

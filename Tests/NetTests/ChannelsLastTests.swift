@@ -172,4 +172,42 @@ final class ChannelsLastTests: XCTestCase {
         XCTAssertEqual(fromBF16.dx, fromFloat.dx)
         XCTAssertGreaterThan(fromFloat.dw.map { abs($0) }.max()!, 0)
     }
+
+    /// Forward the same way: a BatchNorm whose only reader is a convolution writes its output as
+    /// bfloat16 (the fp32 output rounded), and the convolution computes from it, forward and weight
+    /// gradient, what it computes from those values in fp32.
+    func testBF16ActivationHandOffFromBatchNormToConvolution() throws {
+        try XCTSkipUnless(BF16.supported, "this CPU has no AVX512-BF16")
+        try XCTSkipUnless(Conv2d.backend == .onednn, "DISTTRAIN_CONV selects the native convolutions")
+        try Precision.set(.bf16)
+        defer { try? Precision.set(.fp32) }
+        let store = ParameterStore(), ws = Workspace()
+        let conv = Conv2d(store: store, ws: ws, name: "conv", C: 20, OC: 24, kernel: 3, stride: 2, pad: 1)
+        let a = BatchNorm2d(store: store, name: "a", C: 20, relu: true)
+        let b = BatchNorm2d(store: store, name: "b", C: 20, relu: true)
+        store.seal()
+        a.resetParameters(); b.resetParameters()
+        let w = store.entry(named: "conv.weight")!
+        store.write(w, formulaValues(w.count, salt: 11, scale: 0.2))
+        let x = last(tensor(shape, salt: 12))
+        let rounded = a.forward(x).array.map { BF16.round($0) }
+        let yb = b.forward(x, bf16Output: true)
+        XCTAssertTrue(yb.bf16 && yb.channelsLast)
+        XCTAssertEqual(yb.array, rounded)
+        let asFloat = Tensor()
+        asFloat.resize(shape, channelsLast: true)
+        for i in 0..<asFloat.count { asFloat.data[i] = rounded[i] }
+        let dy = Tensor()
+        func run(_ input: Tensor) -> (y: [Float], dw: [Float]) {
+            let y = conv.forward(input).array
+            if dy.count != conv.output.count { dy.copy(from: last(tensor(conv.output.shape, salt: 13))) }
+            store.zeroGrads()
+            conv.backward(dy, needInputGrad: false)
+            return (y, store.readGrad(w))
+        }
+        let fromFloat = run(asFloat), fromBF16 = run(yb)
+        XCTAssertEqual(fromBF16.y, fromFloat.y)
+        XCTAssertEqual(fromBF16.dw, fromFloat.dw)
+        XCTAssertGreaterThan(fromFloat.dw.map { abs($0) }.max()!, 0)
+    }
 }

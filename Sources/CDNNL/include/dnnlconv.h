@@ -22,15 +22,17 @@ dt_dnnl_conv *dt_dnnl_conv_new(int C, int OC, int KH, int KW, int stride, int pa
 void dt_dnnl_conv_free(dt_dnnl_conv *conv);
 
 /// y = conv(x, w). `bf16`: bfloat16 operands, fp32 accumulation and output.
-/// Keeps oneDNN's copy of x for dt_dnnl_conv_backward with the same x.
+/// Keeps oneDNN's copy of x for dt_dnnl_conv_backward with the same x. With `x_bf16`
+/// (bf16 and y_last only) x holds bfloat16 values (uint16, NHWC) and is used as it is,
+/// in backward too: it must stay unchanged until then.
 int dt_dnnl_conv_forward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, int N, int H, int W, const float *x,
-                         const float *w, float *y);
+                         int x_bf16, const float *w, float *y);
 
 /// dw += dL/dw (when dw is not NULL) and dx = dL/dx (when dx is not NULL),
 /// for the x, w given to the last forward of this shape and dy = dL/dy. With `dy_bf16`
-/// (bf16 and y_last only) dy holds bfloat16 values (uint16) and is used as it is.
+/// (bf16 and y_last only) dy holds bfloat16 values (uint16) and is used as it is; `x_bf16` as in forward.
 int dt_dnnl_conv_backward(dt_dnnl_conv *conv, int bf16, int x_last, int y_last, int N, int H, int W, const float *x,
-                          const float *w, const float *dy, int dy_bf16, float *dw, float *dx);
+                          int x_bf16, const float *w, const float *dy, int dy_bf16, float *dw, float *dx);
 
 /// The best of `reps` timings (seconds) of one oneDNN matmul C (M x N, fp32) = A (M x K) B (K x N) with
 /// A and B in bf16 (or fp32) and a zero-filled input: the GEMM roof the convolutions are measured against.
