@@ -133,6 +133,21 @@ final class ChannelsLastTests: XCTestCase {
         if BF16.supported { XCTAssertGreaterThan(Conv2d.oneDNNMatmulGFLOPs(n: 128, bf16: true), 0) }
     }
 
+    /// A 3x3 convolution (20 -> OC channels, weights by formula) and two identical BatchNorms with ReLU
+    /// over its 20 input channels: one to run as before, one to hand over bf16.
+    func convolutionAfterTwoBatchNorms(OC: Int, stride: Int, salt: Int)
+        -> (ParameterStore, Conv2d, BatchNorm2d, BatchNorm2d, StateEntry) {
+        let store = ParameterStore(), ws = Workspace()
+        let conv = Conv2d(store: store, ws: ws, name: "conv", C: 20, OC: OC, kernel: 3, stride: stride, pad: 1)
+        let a = BatchNorm2d(store: store, name: "a", C: 20, relu: true)
+        let b = BatchNorm2d(store: store, name: "b", C: 20, relu: true)
+        store.seal()
+        a.resetParameters(); b.resetParameters()
+        let w = store.entry(named: "conv.weight")!
+        store.write(w, formulaValues(w.count, salt: salt, scale: 0.2))
+        return (store, conv, a, b, w)
+    }
+
     /// In bf16 on oneDNN a BatchNorm hands its input gradient to the convolution before it as
     /// bfloat16: the fp32 gradient rounded to nearest even, and the convolution's backward
     /// computes from it what it computes from those values in fp32.
@@ -141,14 +156,7 @@ final class ChannelsLastTests: XCTestCase {
         try XCTSkipUnless(Conv2d.backend == .onednn, "DISTTRAIN_CONV selects the native convolutions")
         try Precision.set(.bf16)
         defer { try? Precision.set(.fp32) }
-        let store = ParameterStore(), ws = Workspace()
-        let conv = Conv2d(store: store, ws: ws, name: "conv", C: 20, OC: 20, kernel: 3, stride: 1, pad: 1)
-        let a = BatchNorm2d(store: store, name: "a", C: 20, relu: true)
-        let b = BatchNorm2d(store: store, name: "b", C: 20, relu: true)
-        store.seal()
-        a.resetParameters(); b.resetParameters()
-        let w = store.entry(named: "conv.weight")!
-        store.write(w, formulaValues(w.count, salt: 8, scale: 0.2))
+        let (store, conv, a, b, w) = convolutionAfterTwoBatchNorms(OC: 20, stride: 1, salt: 8)
         let x = last(tensor(shape, salt: 9)), dy = last(tensor(shape, salt: 10))
         let y = conv.forward(x)
         XCTAssertTrue(y.channelsLast)
@@ -181,14 +189,7 @@ final class ChannelsLastTests: XCTestCase {
         try XCTSkipUnless(Conv2d.backend == .onednn, "DISTTRAIN_CONV selects the native convolutions")
         try Precision.set(.bf16)
         defer { try? Precision.set(.fp32) }
-        let store = ParameterStore(), ws = Workspace()
-        let conv = Conv2d(store: store, ws: ws, name: "conv", C: 20, OC: 24, kernel: 3, stride: 2, pad: 1)
-        let a = BatchNorm2d(store: store, name: "a", C: 20, relu: true)
-        let b = BatchNorm2d(store: store, name: "b", C: 20, relu: true)
-        store.seal()
-        a.resetParameters(); b.resetParameters()
-        let w = store.entry(named: "conv.weight")!
-        store.write(w, formulaValues(w.count, salt: 11, scale: 0.2))
+        let (store, conv, a, b, w) = convolutionAfterTwoBatchNorms(OC: 24, stride: 2, salt: 11)
         let x = last(tensor(shape, salt: 12))
         let rounded = a.forward(x).array.map { BF16.round($0) }
         let yb = b.forward(x, bf16Output: true)
