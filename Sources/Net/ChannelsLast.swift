@@ -24,6 +24,7 @@ extension Tensor {
     /// self = `x` in the asked memory order (a copy; a transposition when the orders differ).
     public func assign(_ x: Tensor, channelsLast last: Bool) {
         guard x.channelsLast != last else { return copy(from: x) }
+        precondition(!x.bf16, "a layout change of bfloat16 memory")
         resize(x.shape, channelsLast: last)
         let N = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3]
         let src = x.data, dst = data
