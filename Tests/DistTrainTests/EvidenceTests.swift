@@ -103,6 +103,30 @@ final class EvidenceTests: XCTestCase {
         XCTAssertEqual(p.mcnemarP, 2.0 / 64, accuracy: 1e-15)
         XCTAssertEqual(p.accuracyDifference, 0.06, accuracy: 1e-12)
         XCTAssertGreaterThan(p.accuracyInterval.lower, 0)
+        XCTAssertEqual(try XCTUnwrap(scratch.meanAccuracy).mean, 0.88, accuracy: 1e-12)
+        XCTAssertNil(c.seeds, "one transfer run: no seed pairs")
+
+        // A second transfer seed, wrong on 4 images, listed with its images in another order: the seed pairs and the
+        // difference of the means (transfer 0.98, scratch 0.88).
+        let t2 = try run("transfer-1", method: "transfer", wrong: Set(40..<44))
+        let lines = try String(contentsOfFile: t2 + "/report/predictions.csv", encoding: .utf8).split(separator: "\n")
+        try ([lines[0]] + lines.dropFirst().reversed()).joined(separator: "\n").write(toFile: t2 + "/report/predictions.csv",
+                                                                                      atomically: true, encoding: .utf8)
+        let all = [a, t, b, t2]
+        let c2 = Comparison(summaries: try all.map { try dec.decode(EvalSummary.self, from: Data(contentsOf:
+                            URL(fileURLWithPath: $0 + "/report/summary.json"))) }, runs: all,
+                            predictions: try all.map { try TestPredictions.load(run: $0) })
+        let s2 = try XCTUnwrap(c2.seeds)
+        XCTAssertEqual(s2.accuracy.difference, 0.98 - 0.88, accuracy: 1e-12)
+        XCTAssertTrue(s2.accuracy.interval.lower > 0 && s2.accuracy.interval.contains(0.10), "\(s2.accuracy.interval)")
+        XCTAssertEqual(s2.pairs.map { "\($0.test.nameB) vs \($0.test.nameA)" }, ["transfer vs scratch-0", "transfer-1 vs scratch-1"])
+        XCTAssertEqual(s2.pairs.map { [$0.test.onlyA, $0.test.onlyB] }, [[0, 12], [4, 12]])
+        XCTAssertEqual(s2.pairs[1].accuracyB, 0.96, accuracy: 1e-12)
+        let mean = try XCTUnwrap(c2.groups.first { $0.method == "transfer" }?.meanAccuracy)
+        XCTAssertEqual(mean.mean, 0.98, accuracy: 1e-12)
+        XCTAssertTrue(mean.interval.contains(0.98), "\(mean.interval)")
+        XCTAssertTrue(c2.markdown.contains("Mean over seeds: transfer +10.00 points"), c2.markdown)
+        XCTAssertTrue(c2.markdown.contains("| transfer-1 vs scratch-1 | 0.8800 | 0.9600 | +8.00 points"), c2.markdown)
     }
 
     /// eval writes predictions.csv, the intervals, calibration and the clean subset.

@@ -74,6 +74,28 @@ final class StatsTests: XCTestCase {
         XCTAssertTrue(d.interval.contains(0.1) && d.interval.lower > 0.02 && d.interval.upper < 0.18, "\(d.interval)")
     }
 
+    /// The mean over models on resampled images: one model gives its own bootstrap interval (the same draws); the
+    /// mean of two differs from each, lies between them, and two groups with the same models differ by 0 on every draw.
+    func testResampledMeanOfModels() {
+        let labels = (0..<100).map { $0 % 2 }
+        let a = labels.enumerated().map { i, y in i < 20 ? (y == 1 ? 0.2 : 0.8) : (y == 1 ? 0.9 : 0.1) }  // 20 wrong
+        let b = labels.enumerated().map { i, y in i >= 90 ? (y == 1 ? 0.2 : 0.8) : (y == 1 ? 0.7 : 0.3) }  // 10 wrong
+        let one = Stats.resampledMean("accuracy", labels: labels, models: [a], resamples: 500, seed: 3)
+        let own = Stats.bootstrapIntervals(labels: labels, scores: a, resamples: 500, seed: 3)["accuracy"]!
+        XCTAssertEqual(one.mean, 0.8, accuracy: 1e-12)
+        XCTAssertEqual([one.interval.lower, one.interval.upper], [own.lower, own.upper])
+        let two = Stats.resampledMean("accuracy", labels: labels, models: [a, b], resamples: 500, seed: 3)
+        XCTAssertEqual(two.mean, 0.85, accuracy: 1e-12)
+        XCTAssertTrue(two.interval.contains(0.85) && two.interval.upper - two.interval.lower < own.upper - own.lower + 0.05,
+                      "\(two.interval)")
+        let swapped = Stats.pairedMeanDifference("accuracy", labels: labels, modelsA: [a, b], modelsB: [b, a], resamples: 200)
+        XCTAssertEqual(swapped.difference, 0)
+        XCTAssertEqual([swapped.interval.lower, swapped.interval.upper], [0, 0])
+        let d = Stats.pairedMeanDifference("accuracy", labels: labels, modelsA: [a, a], modelsB: [b, a], resamples: 2000)
+        XCTAssertEqual(d.difference, 0.05, accuracy: 1e-12)
+        XCTAssertTrue(d.interval.contains(0.05) && d.interval.lower < 0.05 && d.interval.upper > 0.05, "\(d.interval)")
+    }
+
     func testPercentileIntervalInterpolatesAsNumpy() {
         // numpy.percentile([1..5], [2.5, 97.5]) = 1.1, 4.9
         let ci = Stats.percentileInterval([5, 3, 1, 4, 2])

@@ -8,8 +8,10 @@ struct Report: ParsableCommand {
         discussion: """
         Reads each run's report/summary.json and predictions.csv (run `disttrain eval RUN` first). Per run: the test figures \
         with 95 % stratified-bootstrap intervals and calibration. Runs of one method that differ only in --seed are grouped: \
-        mean +- sd across seeds and the ensemble of their probabilities. Transfer against scratch: the paired-bootstrap \
-        interval of the accuracy and AUC differences and McNemar's exact test on the same test images.
+        mean +- sd across seeds, the mean's interval over resampled test images (every run on the same draws), the clean-subset \
+        mean and the ensemble of their probabilities. Transfer against scratch: the paired-bootstrap interval of the accuracy \
+        and AUC differences and McNemar's exact test on the same test images (the seed ensembles); with several seeds of both, \
+        also the difference of the means and each seed's pair (the k-th run of each method, in the order given).
         """)
 
     @Argument(help: "Run folders, each evaluated with `disttrain eval`.") var runs: [String]

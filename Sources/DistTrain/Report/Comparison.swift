@@ -31,14 +31,48 @@ struct TestPredictions {
 }
 
 /// Runs of one method (they may differ only in --seed): mean +- sd across
-/// them and the ensemble of their probabilities.
+/// them, the mean's interval over resampled test images, and the ensemble of their probabilities.
 struct MethodGroup {
     var method: String
     var members: [Int]
     var accuracy: (mean: Double, sd: Double), auc: (mean: Double, sd: Double)
+    /// Accuracy on the clean test subset (no near-duplicate in train), mean +- sd over the members that have it.
+    var clean: (mean: Double, sd: Double)
+    /// Each member's test scores in the first member's image order (when all have predictions on the same images).
+    var scores: [[Double]]?
+    /// The mean accuracy and ROC AUC over the members with their 95 % intervals, test images resampled (Stats.resampledMean).
+    var meanAccuracy: (mean: Double, interval: Interval)?, meanAUC: (mean: Double, interval: Interval)?
     /// Mean probability over the members (when all have predictions on the same images).
     var ensemble: TestPredictions?
     var ensembleEvidence: RunEvidence?
+}
+
+/// The seed-mean comparison of two methods with several runs each: mean(transfer) - mean(scratch) over the same resampled
+/// test images, and each seed's own pair (the k-th run of one method against the k-th of the other).
+struct SeedComparison {
+    var accuracy: (difference: Double, interval: Interval), auc: (difference: Double, interval: Interval)
+    /// Per seed pair: the paired test, and the two runs' test accuracies (scratch, transfer).
+    var pairs: [(test: PairedComparison, accuracyA: Double, accuracyB: Double)]
+
+    var sentence: String {
+        String(format: "Mean over seeds: transfer %+.2f points of test accuracy over scratch (95 %% interval over resampled test "
+               + "images, every run on the same draws: %+.2f to %+.2f), ROC AUC %+.4f (%+.4f to %+.4f).",
+               100 * accuracy.difference, 100 * accuracy.interval.lower, 100 * accuracy.interval.upper,
+               auc.difference, auc.interval.lower, auc.interval.upper)
+    }
+
+    static let columns = ["seed pair", "scratch accuracy", "transfer accuracy", "difference (95 % paired interval)",
+                          "ROC AUC difference (interval)", "McNemar p (discordant images)"]
+
+    var rows: [[String]] {
+        pairs.map { p, a, b in
+            ["\(p.nameB) vs \(p.nameA)", Comparison.f(a), Comparison.f(b),
+             String(format: "%+.2f points (%+.2f to %+.2f)", 100 * p.accuracyDifference, 100 * p.accuracyInterval.lower,
+                    100 * p.accuracyInterval.upper),
+             String(format: "%+.4f (%+.4f to %+.4f)", p.aucDifference, p.aucInterval.lower, p.aucInterval.upper),
+             String(format: "%.3g (%d)", p.mcnemarP, p.onlyA + p.onlyB)]
+        }
+    }
 }
 
 /// The comparison table of several evaluated runs, and its answer to "does
@@ -51,6 +85,8 @@ struct Comparison {
     let groups: [MethodGroup]
     /// Transfer against scratch on the same images, when both have per-image predictions.
     let paired: PairedComparison?
+    /// With several runs of both methods: the difference of their means and each seed's pair.
+    let seeds: SeedComparison?
 
     init(summaries: [EvalSummary], runs: [String], predictions: [TestPredictions?]? = nil) {
         self.summaries = summaries; self.runs = runs
@@ -58,6 +94,7 @@ struct Comparison {
         self.predictions = predictions
         groups = Comparison.group(summaries, predictions)
         paired = Comparison.pair(groups, predictions)
+        seeds = Comparison.seedComparison(groups, summaries, runs, predictions)
     }
 
     static let columns = ["method", "arch", "image size", "best epoch", "epochs", "val accuracy", "val loss", "test accuracy",
@@ -92,13 +129,17 @@ struct Comparison {
             let members = byMethod[m]!
             var g = MethodGroup(method: m, members: members,
                                 accuracy: Stats.meanSD(members.map { summaries[$0].test.accuracy }),
-                                auc: Stats.meanSD(members.map { summaries[$0].test.auc }))
+                                auc: Stats.meanSD(members.map { summaries[$0].test.auc }),
+                                clean: Stats.meanSD(members.compactMap { summaries[$0].clean?.figures.accuracy }))
             let preds = members.compactMap { predictions[$0] }
             if members.count > 1, preds.count == members.count, let first = preds.first {
-                let aligned = preds.map { first.aligned($0) }
-                if aligned.allSatisfy({ $0 != nil }) {
+                let aligned = preds.compactMap { first.aligned($0) }
+                if aligned.count == preds.count {
                     var mean = [Double](repeating: 0, count: first.scores.count)
-                    for a in aligned { for (k, v) in a!.enumerated() { mean[k] += v / Double(preds.count) } }
+                    for a in aligned { for (k, v) in a.enumerated() { mean[k] += v / Double(preds.count) } }
+                    g.scores = aligned
+                    g.meanAccuracy = Stats.resampledMean("accuracy", labels: first.labels, models: aligned)
+                    g.meanAUC = Stats.resampledMean("auc", labels: first.labels, models: aligned)
                     g.ensemble = TestPredictions(files: first.files, labels: first.labels, scores: mean)
                     g.ensembleEvidence = RunEvidence(testLabels: first.labels, testScores: mean, valLabels: [], valScores: [])
                 }
@@ -120,6 +161,27 @@ struct Comparison {
         return PairedComparison(nameA: nameA, nameB: nameB, labels: a.labels, scoresA: a.scores, scoresB: bScores)
     }
 
+    /// Both methods with several runs on the same images: mean(transfer) - mean(scratch) on the same resampled images,
+    /// and the k-th scratch run against the k-th transfer run (in the order given, e.g. by seed).
+    static func seedComparison(_ g: [MethodGroup], _ summaries: [EvalSummary], _ runs: [String],
+                               _ predictions: [TestPredictions?]) -> SeedComparison? {
+        guard let scratch = g.first(where: { $0.method == "scratch" }), let transfer = g.first(where: { $0.method == "transfer" }),
+              let a = scratch.scores, let pa = scratch.ensemble, let bScores = transfer.scores, let pb = transfer.ensemble else {
+            return nil
+        }
+        // transfer's scores in scratch's image order
+        let b = bScores.compactMap { pa.aligned(TestPredictions(files: pb.files, labels: pb.labels, scores: $0)) }
+        guard b.count == bScores.count else { return nil }
+        let labels = pa.labels
+        func name(_ i: Int) -> String { (runs[i] as NSString).lastPathComponent }
+        let pairs = zip(zip(scratch.members, transfer.members), zip(a, b)).map { ids, scores in
+            (test: PairedComparison(nameA: name(ids.0), nameB: name(ids.1), labels: labels, scoresA: scores.0, scoresB: scores.1),
+             accuracyA: summaries[ids.0].test.accuracy, accuracyB: summaries[ids.1].test.accuracy)
+        }
+        return SeedComparison(accuracy: Stats.pairedMeanDifference("accuracy", labels: labels, modelsA: a, modelsB: b),
+                              auc: Stats.pairedMeanDifference("auc", labels: labels, modelsA: a, modelsB: b), pairs: pairs)
+    }
+
     /// Does transfer help? With per-image predictions: the paired test. Without
     /// (runs evaluated before predictions.csv): the point estimates, said to be only that.
     var verdict: String {
@@ -137,14 +199,16 @@ struct Comparison {
                       transfer.bestEpoch ?? 0, scratch.bestEpoch ?? 0)
     }
 
-    static let groupColumns = ["method", "runs", "test accuracy mean +- sd", "ROC AUC mean +- sd", "ensemble accuracy",
+    static let groupColumns = ["method", "runs", "test accuracy mean +- sd", "mean's 95 % interval (test images resampled)",
+                               "ROC AUC mean +- sd", "mean's 95 % interval", "clean test accuracy mean +- sd", "ensemble accuracy",
                                "95 % interval", "ensemble ROC AUC", "95 % interval"]
 
     /// Rows for methods with several runs (seeds).
     var groupRows: [[String]] {
         groups.filter { $0.members.count > 1 }.map { g in
             let f = Comparison.f, e = g.ensembleEvidence
-            return [g.method, "\(g.members.count)", "\(f(g.accuracy.mean)) +- \(f(g.accuracy.sd))", "\(f(g.auc.mean)) +- \(f(g.auc.sd))",
+            return [g.method, "\(g.members.count)", "\(f(g.accuracy.mean)) +- \(f(g.accuracy.sd))", Comparison.range(g.meanAccuracy?.interval),
+                    "\(f(g.auc.mean)) +- \(f(g.auc.sd))", Comparison.range(g.meanAUC?.interval), "\(f(g.clean.mean)) +- \(f(g.clean.sd))",
                     f(e?.figures.accuracy ?? .nan), Comparison.range(e?.intervals["accuracy"]), f(e?.figures.auc ?? .nan),
                     Comparison.range(e?.intervals["auc"])]
         }
@@ -160,6 +224,7 @@ struct Comparison {
         let seeds = groupRows
         if !seeds.isEmpty { s += "\nAcross seeds:\n\n" + Comparison.markdownTable(Comparison.groupColumns, seeds) }
         if !verdict.isEmpty { s += "\n" + verdict + "\n" }
+        if let sc = self.seeds { s += "\n" + sc.sentence + " Seed by seed:\n\n" + Comparison.markdownTable(SeedComparison.columns, sc.rows) }
         s += "\nIntervals: 95 %, stratified bootstrap (\(RunEvidence.defaultResamples) resamples) of the test images; "
             + "ECE with 15 bins, in brackets after temperature scaling fitted on validation.\n"
         return s
@@ -196,6 +261,7 @@ struct Comparison {
                 + rows.map { "<tr>" + $0.map { "<td>\(htmlEscape($0))</td>" }.joined() + "</tr>" }.joined() + "</table>"
         }
         let seeds = groupRows.isEmpty ? "" : "<h2>Across seeds</h2>" + table(Comparison.groupColumns, groupRows)
+        let seedPairs = self.seeds.map { "<p>\(htmlEscape($0.sentence))</p>" + table(SeedComparison.columns, $0.rows) } ?? ""
         // Both models' CAMs on the same fixed slices (the first rows of each cam-grid).
         let pictures = zip(runs, summaries).map { r, s in
             let rel = htmlEscape(relativePath(from: dir, to: r + "/report"))
@@ -207,7 +273,7 @@ struct Comparison {
         <style>body{font-family:sans-serif;margin:24px} td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
         table{border-collapse:collapse}</style>
         </head><body><h1>Scratch vs transfer</h1>\(table(Comparison.columns, summaries.map(cells)))\(seeds)
-        <p><b>\(htmlEscape(verdict))</b></p>
+        <p><b>\(htmlEscape(verdict))</b></p>\(seedPairs)
         <p>Intervals: 95 %, stratified bootstrap (\(RunEvidence.defaultResamples) resamples) of the test images; ECE with 15 bins,
         in brackets after temperature scaling fitted on validation.</p>
         <h2>Learning curves</h2><p>\(figures.map(\.svg).joined(separator: " "))</p>

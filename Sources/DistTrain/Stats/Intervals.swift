@@ -114,13 +114,39 @@ public enum Stats {
     public static func pairedDifference(_ name: String, labels: [Int], scoresA: [Double], scoresB: [Double],
                                         resamples: Int = 2000, seed: UInt64 = 0,
                                         level: Double = 0.95) -> (difference: Double, interval: Interval) {
-        let whole = BinaryFigures(labels: labels, scores: scoresB)[name] - BinaryFigures(labels: labels, scores: scoresA)[name]
-        let diffs = stratifiedResamples(labels: labels, count: resamples, seed: seed).map { d -> Double in
-            let y = d.map { labels[$0] }
-            let b = BinaryFigures(labels: y, scores: d.map { scoresB[$0] }), a = BinaryFigures(labels: y, scores: d.map { scoresA[$0] })
-            return b[name] - a[name]
+        pairedMeanDifference(name, labels: labels, modelsA: [scoresA], modelsB: [scoresB], resamples: resamples, seed: seed, level: level)
+    }
+
+    /// The mean of figure `name` over several models (each one's scores on the same images) and its interval from
+    /// resampling the images, every model scored on the same draws: the test set's sampling error of the mean.
+    /// (The spread across the models, e.g. seeds, is their sd; three seeds are too few for an interval of their own.)
+    public static func resampledMean(_ name: String, labels: [Int], models: [[Double]], resamples: Int = 2000, seed: UInt64 = 0,
+                                     level: Double = 0.95) -> (mean: Double, interval: Interval) {
+        resampled(labels: labels, resamples: resamples, seed: seed, level: level) { meanFigure(name, labels, models, $0) }
+    }
+
+    /// mean(B) - mean(A) of figure `name` over two groups of models on the same images, with the paired interval
+    /// (all models scored on the same draws).
+    public static func pairedMeanDifference(_ name: String, labels: [Int], modelsA: [[Double]], modelsB: [[Double]],
+                                            resamples: Int = 2000, seed: UInt64 = 0,
+                                            level: Double = 0.95) -> (difference: Double, interval: Interval) {
+        resampled(labels: labels, resamples: resamples, seed: seed, level: level) {
+            meanFigure(name, labels, modelsB, $0) - meanFigure(name, labels, modelsA, $0)
         }
-        return (whole, percentileInterval(diffs, level: level))
+    }
+
+    /// statistic(every image) and the `level` percentile interval of statistic(draw) over stratified draws.
+    static func resampled(labels: [Int], resamples: Int, seed: UInt64, level: Double,
+                          _ statistic: ([Int]) -> Double) -> (Double, Interval) {
+        let draws = stratifiedResamples(labels: labels, count: resamples, seed: seed)
+        return (statistic(Array(labels.indices)), percentileInterval(draws.map(statistic), level: level))
+    }
+
+    /// The mean over `models` of figure `name` on the images `at`.
+    static func meanFigure(_ name: String, _ labels: [Int], _ models: [[Double]], _ at: [Int]) -> Double {
+        let y = at.map { labels[$0] }
+        return models.reduce(0.0) { sum, scores in sum + BinaryFigures(labels: y, scores: at.map { scores[$0] })[name] }
+            / Double(models.count)
     }
 
     // MARK: exact tests and intervals
