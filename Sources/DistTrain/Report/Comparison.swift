@@ -94,7 +94,7 @@ struct Comparison {
         self.predictions = predictions
         groups = Comparison.group(summaries, predictions)
         paired = Comparison.pair(groups, predictions)
-        seeds = Comparison.seedComparison(groups, summaries, runs, predictions)
+        seeds = Comparison.seedComparison(groups, summaries, runs)
     }
 
     static let columns = ["method", "arch", "image size", "best epoch", "epochs", "val accuracy", "val loss", "test accuracy",
@@ -163,8 +163,7 @@ struct Comparison {
 
     /// Both methods with several runs on the same images: mean(transfer) - mean(scratch) on the same resampled images,
     /// and the k-th scratch run against the k-th transfer run (in the order given, e.g. by seed).
-    static func seedComparison(_ g: [MethodGroup], _ summaries: [EvalSummary], _ runs: [String],
-                               _ predictions: [TestPredictions?]) -> SeedComparison? {
+    static func seedComparison(_ g: [MethodGroup], _ summaries: [EvalSummary], _ runs: [String]) -> SeedComparison? {
         guard let scratch = g.first(where: { $0.method == "scratch" }), let transfer = g.first(where: { $0.method == "transfer" }),
               let a = scratch.scores, let pa = scratch.ensemble, let bScores = transfer.scores, let pb = transfer.ensemble else {
             return nil
@@ -207,7 +206,8 @@ struct Comparison {
     var groupRows: [[String]] {
         groups.filter { $0.members.count > 1 }.map { g in
             let f = Comparison.f, e = g.ensembleEvidence
-            return [g.method, "\(g.members.count)", "\(f(g.accuracy.mean)) +- \(f(g.accuracy.sd))", Comparison.range(g.meanAccuracy?.interval),
+            return [g.method, "\(g.members.count)", "\(f(g.accuracy.mean)) +- \(f(g.accuracy.sd))",
+                    Comparison.range(g.meanAccuracy?.interval),
                     "\(f(g.auc.mean)) +- \(f(g.auc.sd))", Comparison.range(g.meanAUC?.interval), "\(f(g.clean.mean)) +- \(f(g.clean.sd))",
                     f(e?.figures.accuracy ?? .nan), Comparison.range(e?.intervals["accuracy"]), f(e?.figures.auc ?? .nan),
                     Comparison.range(e?.intervals["auc"])]
@@ -224,7 +224,9 @@ struct Comparison {
         let seeds = groupRows
         if !seeds.isEmpty { s += "\nAcross seeds:\n\n" + Comparison.markdownTable(Comparison.groupColumns, seeds) }
         if !verdict.isEmpty { s += "\n" + verdict + "\n" }
-        if let sc = self.seeds { s += "\n" + sc.sentence + " Seed by seed:\n\n" + Comparison.markdownTable(SeedComparison.columns, sc.rows) }
+        if let sc = self.seeds {
+            s += "\n" + sc.sentence + " Seed by seed:\n\n" + Comparison.markdownTable(SeedComparison.columns, sc.rows)
+        }
         s += "\nIntervals: 95 %, stratified bootstrap (\(RunEvidence.defaultResamples) resamples) of the test images; "
             + "ECE with 15 bins, in brackets after temperature scaling fitted on validation.\n"
         return s
