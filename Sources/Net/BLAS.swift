@@ -113,4 +113,7 @@ public enum BF16 {
 
     /// x rounded to bfloat16 (nearest even) and back.
     public static func round(_ x: Float) -> Float { dt_round_bf16(x) }
+
+    /// x rounded to bfloat16 (nearest even), as its 16 bits.
+    public static func bits(_ x: Float) -> UInt16 { UInt16(truncatingIfNeeded: dt_round_bf16(x).bitPattern >> 16) }
 }

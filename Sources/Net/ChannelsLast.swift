@@ -120,19 +120,19 @@ enum NHWC {
     @inline(__always)
     static func affine(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, bf16: Bool, _ lo: Int, _ hi: Int, C: Int,
                        scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, relu: Bool) {
-        let zero = V16(), raw = UnsafeMutableRawPointer(y)
+        let zero = V16()
         for row in lo..<hi {
             let p = x + row * C, o = row * C
             var c = 0
             while c + 16 <= C {
                 var v = load16(p + c) * load16(scale + c) + load16(shift + c)
                 if relu { v = v.replacing(with: zero, where: v .< zero) }
-                if bf16 { storeBF16(v, raw + 2 * (o + c)) } else { store16(v, y + o + c) }
+                put(v, y, o + c, bf16: bf16)
                 c += 16
             }
             while c < C {
-                let a = p[c] * scale[c] + shift[c], v = relu ? max(a, 0) : a
-                if bf16 { raw.storeBytes(of: bf16Bits(v), toByteOffset: 2 * (o + c), as: UInt16.self) } else { y[o + c] = v }
+                let a = p[c] * scale[c] + shift[c]
+                put(relu ? max(a, 0) : a, y, o + c, bf16: bf16)
                 c += 1
             }
         }
@@ -186,22 +186,31 @@ enum NHWC {
     static func gradientApply(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, bf16: Bool,
                               _ lo: Int, _ hi: Int, C: Int, mean: UnsafePointer<Float>, k: UnsafePointer<Float>,
                               a1: UnsafePointer<Float>, a2: UnsafePointer<Float>, relu: ReLUMask?) {
-        let raw = UnsafeMutableRawPointer(dx)
         for row in lo..<hi {
             let xr = x + row * C, dr = dy + row * C, o = row * C
             var c = 0
             while c + 16 <= C {
                 let xv = load16(xr + c), d = masked(load16(dr + c), xv, relu, c)
-                let v = load16(k + c) * (d - load16(a1 + c) - (xv - load16(mean + c)) * load16(a2 + c))
-                if bf16 { storeBF16(v, raw + 2 * (o + c)) } else { store16(v, dx + o + c) }
+                put(load16(k + c) * (d - load16(a1 + c) - (xv - load16(mean + c)) * load16(a2 + c)), dx, o + c, bf16: bf16)
                 c += 16
             }
             while c < C {
-                let v = k[c] * (masked(dr[c], xr[c], relu, c) - a1[c] - (xr[c] - mean[c]) * a2[c])
-                if bf16 { raw.storeBytes(of: bf16Bits(v), toByteOffset: 2 * (o + c), as: UInt16.self) } else { dx[o + c] = v }
+                put(k[c] * (masked(dr[c], xr[c], relu, c) - a1[c] - (xr[c] - mean[c]) * a2[c]), dx, o + c, bf16: bf16)
                 c += 1
             }
         }
+    }
+
+    /// y[i..<i+16] = v, as floats, or as bfloat16 values (UInt16 at element offsets i..<i+16) when `bf16`.
+    @inline(__always)
+    static func put(_ v: V16, _ y: UnsafeMutablePointer<Float>, _ i: Int, bf16: Bool) {
+        if bf16 { storeBF16(v, UnsafeMutableRawPointer(y) + 2 * i) } else { store16(v, y + i) }
+    }
+
+    /// y[i] = v, as a float or (`bf16`) as a bfloat16 value, as the vector `put` does.
+    @inline(__always)
+    static func put(_ v: Float, _ y: UnsafeMutablePointer<Float>, _ i: Int, bf16: Bool) {
+        if bf16 { UnsafeMutableRawPointer(y).storeBytes(of: BF16.bits(v), toByteOffset: 2 * i, as: UInt16.self) } else { y[i] = v }
     }
 
     /// 16 floats rounded to bfloat16 (nearest even; NaN stays a quiet NaN), stored as 16 UInt16.
@@ -211,11 +220,5 @@ enum NHWC {
         var r = (u &+ 0x7FFF &+ ((u &>> 16) & 1)) &>> 16
         r.replace(with: (u &>> 16) | 0x40, where: v .!= v)
         p.storeBytes(of: SIMD16<UInt16>(truncatingIfNeeded: r), as: SIMD16<UInt16>.self)
-    }
-
-    @inline(__always)
-    static func bf16Bits(_ x: Float) -> UInt16 {
-        let u = x.bitPattern
-        return x.isNaN ? UInt16(truncatingIfNeeded: (u >> 16) | 0x40) : UInt16(truncatingIfNeeded: (u &+ 0x7FFF &+ ((u >> 16) & 1)) >> 16)
     }
 }

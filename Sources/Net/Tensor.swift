@@ -16,7 +16,7 @@ public final class Tensor {
     /// The memory order of a 4-D tensor: (N, H, W, C) when true, else (N, C, H, W).
     public private(set) var channelsLast = false
     /// The memory holds `count` bfloat16 values (UInt16, in the first half) instead of floats:
-    /// a gradient handed straight to a bf16 convolution (ChannelsLast.swift). `array` widens them.
+    /// a BatchNorm's output or input gradient handed straight to a bf16 convolution (ChannelsLast.swift). `array` widens them.
     public private(set) var bf16 = false
 
     public init(_ shape: [Int] = [0]) {
