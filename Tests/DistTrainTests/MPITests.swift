@@ -61,9 +61,13 @@ final class MPITests: XCTestCase {
         XCTAssertTrue(r.output.contains("[rank 0] error:") && r.output.contains("/nonexistent/data.h5"), r.output)
     }
 
-    /// kill -9 of one rank mid-training ends the whole job, non-zero, within 30 s.
-    func testKilledRankEndsTheJob() throws {
-        let run = makeTempDir("kill")
+    /// A 2-rank training job of many epochs, started in the background; once
+    /// epoch 1 is logged, one rank gets `signal`. Returns how long the job
+    /// took to end after it (nil: still running after `within` seconds, then
+    /// killed), its output, and whether any rank was left behind.
+    func hitOneRank(_ signal: Int32, within: Double, env extra: [String: String] = [:]) throws
+        -> (ended: Double?, status: Int32, log: String, left: String) {
+        let run = makeTempDir("hit-\(signal)")
         let log = run + "/log.txt"
         FileManager.default.createFile(atPath: log, contents: nil)
         let p = Process()
@@ -71,30 +75,62 @@ final class MPITests: XCTestCase {
         p.arguments = ["mpirun", "-n", "2", "--oversubscribe", "--bind-to", "none"] + trainArgs(run, epochs: 500)
         var env = ProcessInfo.processInfo.environment
         env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        for (k, v) in extra { env[k] = v }
         p.environment = env
         let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         p.standardOutput = fh; p.standardError = fh
         try p.run()
-        defer { if p.isRunning { p.terminate() } }
-        // Wait until training runs, then kill one rank.
+        func ranks() throws -> [Int32] {
+            let pg = try runCommand(["pgrep", "-f", "disttrain --data .* --run \(run)"], timeout: 10)
+            return pg.output.split(separator: "\n").compactMap { Int32($0) }.filter { $0 != p.processIdentifier }
+        }
+        defer {
+            for pid in (try? ranks()) ?? [] { kill(pid, SIGKILL) }
+            if p.isRunning { p.terminate() }
+        }
+        // Wait until training runs, then hit one rank.
         let t0 = Date()
         var victim: Int32? = nil
         while victim == nil && Date().timeIntervalSince(t0) < 60 {
             usleep(200_000)
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             guard text.contains("epoch 1/") else { continue }
-            let pg = try runCommand(["pgrep", "-f", "disttrain --data .* --run \(run)"], timeout: 10)
-            victim = pg.output.split(separator: "\n").compactMap { Int32($0) }.filter { $0 != p.processIdentifier }.last
+            victim = try ranks().last
         }
-        let pid = try XCTUnwrap(victim, "no rank found to kill")
-        kill(pid, SIGKILL)
-        let killedAt = Date()
-        while p.isRunning && Date().timeIntervalSince(killedAt) < 30 { usleep(100_000) }
-        XCTAssertFalse(p.isRunning, "the job still runs 30 s after a rank was killed")
-        print(String(format: "job ended %.1f s after kill -9 of rank pid %d", Date().timeIntervalSince(killedAt), pid))
-        if !p.isRunning { XCTAssertNotEqual(p.terminationStatus, 0) }
-        let left = try runCommand(["pgrep", "-f", "--", "--run \(run)"], timeout: 10)
-        XCTAssertTrue(left.output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "ranks left running: \(left.output)")
+        let pid = try XCTUnwrap(victim, "no rank found")
+        kill(pid, signal)
+        let hitAt = Date()
+        while p.isRunning && Date().timeIntervalSince(hitAt) < within { usleep(100_000) }
+        let ended = p.isRunning ? nil : Date().timeIntervalSince(hitAt)
+        let left = try ranks().map(String.init).joined(separator: " ")
+        return (ended, p.isRunning ? -1 : p.terminationStatus, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "", left)
+    }
+
+    /// kill -9 of one rank mid-training ends the whole job, non-zero, within 30 s.
+    func testKilledRankEndsTheJob() throws {
+        let r = try hitOneRank(SIGKILL, within: 30)
+        let ended = try XCTUnwrap(r.ended, "the job still runs 30 s after a rank was killed")
+        print(String(format: "job ended %.1f s after kill -9 of one rank", ended))
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.left.isEmpty, "ranks left running: \(r.left)")
+    }
+
+    /// A rank stopped for good (SIGSTOP) leaves its peer in a collective: the
+    /// watchdog ends the job past DISTTRAIN_COLLECTIVE_TIMEOUT, naming the
+    /// collective, and no rank is left behind (the stopped one included).
+    func testStoppedRankEndsTheJobAfterTheCollectiveTimeout() throws {
+        let r = try hitOneRank(SIGSTOP, within: 40, env: ["DISTTRAIN_COLLECTIVE_TIMEOUT": "3"])
+        let ended = try XCTUnwrap(r.ended, "the job still waits 40 s after a rank was stopped: \(r.log.suffix(2000))")
+        print(String(format: "job ended %.1f s after SIGSTOP of one rank (timeout 3 s)", ended))
+        XCTAssertGreaterThanOrEqual(ended, 3 - 0.5, "ended before the timeout: \(r.log.suffix(2000))")
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.log.contains("error: MPI_") && r.log.contains("has waited") && r.log.contains("DISTTRAIN_COLLECTIVE_TIMEOUT"),
+                      String(r.log.suffix(2000)))
+        XCTAssertTrue(r.left.isEmpty, "ranks left behind: \(r.left)")
+        let bad = try runCommand(["mpirun", "-n", "2", "--oversubscribe"] + trainArgs(makeTempDir("bad-timeout"), epochs: 1), timeout: 60,
+                                 env: ["DISTTRAIN_COLLECTIVE_TIMEOUT": "soon"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.output.contains("DISTTRAIN_COLLECTIVE_TIMEOUT='soon'"), bad.output)
     }
 
     func testResumeOnADifferentNumberOfRanks() throws {

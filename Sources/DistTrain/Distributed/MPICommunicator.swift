@@ -16,6 +16,8 @@ public final class MPICommunicator: Communicator {
     /// thread (Horovod's design), so they progress while backward computes.
     /// Otherwise MPI_Iallreduce, progressed by MPI_Testall between blocks.
     public let backgroundReduction: Bool
+    /// Ends the job when a collective waits past DISTTRAIN_COLLECTIVE_TIMEOUT (a peer that stopped).
+    private var watchdog: CollectiveWatchdog!
 
     /// MPI_Init; errors return codes (checked here) instead of aborting inside MPI.
     public init() {
@@ -32,6 +34,17 @@ public final class MPICommunicator: Communicator {
             MPI_Comm_dup(comm, &dup)
             gradientComm = dup
             if let dup { MPI_Comm_set_errhandler(dup, disttrain_mpi_errors_return()) }
+        }
+        let limit: Double
+        do { limit = try CollectiveWatchdog.limit(from: ProcessInfo.processInfo.environment) } catch {
+            limit = CollectiveWatchdog.defaultLimit
+            FileHandle.standardError.write(Data("[rank \(rank)] error: \(error)\n".utf8))
+            MPI_Abort(comm, 1)
+        }
+        watchdog = CollectiveWatchdog(limit: limit) { [comm, rank] message in
+            FileHandle.standardError.write(Data("[rank \(rank)] error: \(message)\n".utf8))
+            MPI_Abort(comm, 1)
+            exit(1)
         }
     }
 
@@ -61,7 +74,8 @@ public final class MPICommunicator: Communicator {
         var off = 0
         while off < count {
             let n = min(MPICommunicator.bucket, count - off)
-            check(MPI_Allreduce(disttrain_mpi_in_place(), data + off, Int32(n), type, disttrain_mpi_sum(), comm), "MPI_Allreduce")
+            check(watchdog.watch("MPI_Allreduce") { MPI_Allreduce(disttrain_mpi_in_place(), data + off, Int32(n), type, disttrain_mpi_sum(), comm) },
+                  "MPI_Allreduce")
             off += n
         }
     }
@@ -75,7 +89,8 @@ public final class MPICommunicator: Communicator {
 
     public func allreduceMax(_ value: Double) -> Double {
         var v = value
-        check(MPI_Allreduce(disttrain_mpi_in_place(), &v, 1, disttrain_mpi_double(), disttrain_mpi_max(), comm), "MPI_Allreduce")
+        check(watchdog.watch("MPI_Allreduce") { MPI_Allreduce(disttrain_mpi_in_place(), &v, 1, disttrain_mpi_double(), disttrain_mpi_max(), comm) },
+              "MPI_Allreduce")
         return v
     }
 
@@ -83,12 +98,12 @@ public final class MPICommunicator: Communicator {
         var off = 0
         while off < bytes {
             let n = min(MPICommunicator.bucket, bytes - off)
-            check(MPI_Bcast(data + off, Int32(n), disttrain_mpi_uint8(), 0, comm), "MPI_Bcast")
+            check(watchdog.watch("MPI_Bcast") { MPI_Bcast(data + off, Int32(n), disttrain_mpi_uint8(), 0, comm) }, "MPI_Bcast")
             off += n
         }
     }
 
-    public func barrier() { check(MPI_Barrier(comm), "MPI_Barrier") }
+    public func barrier() { check(watchdog.watch("MPI_Barrier") { MPI_Barrier(comm) }, "MPI_Barrier") }
 
     private var requests: [MPI_Request?] = []
 
@@ -155,12 +170,12 @@ public final class MPICommunicator: Communicator {
     public func waitAll() {
         if backgroundReduction {
             queue.lock()
-            while inFlight > 0 { queue.wait() }
+            while inFlight > 0 { queue.wait() }  // the reducer thread's MPI_Allreduce calls are watched
             queue.unlock()
             return
         }
         guard !requests.isEmpty else { return }
-        check(disttrain_mpi_waitall(Int32(requests.count), &requests), "MPI_Waitall")
+        check(watchdog.watch("MPI_Waitall (gradient buckets)") { disttrain_mpi_waitall(Int32(requests.count), &requests) }, "MPI_Waitall")
         requests.removeAll(keepingCapacity: true)
     }
 
