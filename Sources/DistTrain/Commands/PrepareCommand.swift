@@ -38,7 +38,10 @@ struct Prepare: ParsableCommand {
 
     @Option(help: "DICOM/NIfTI: CSV of labels, 'key,label[,class]' rows (default: DIR/labels.csv, else class folders).")
     var labels: String?
-    @Option(help: "DICOM: what the labels CSV is keyed by: patient (PatientID), study (StudyInstanceUID) or series (SeriesInstanceUID).")
+    @Option(help: """
+        DICOM: what the labels CSV is keyed by, exactly: patient (PatientID), study (StudyInstanceUID) or series \
+        (SeriesInstanceUID). NIfTI volumes are keyed by their path in the folder, or by their file name when no other volume has it.
+        """)
     var labelKey: MedicalSource.LabelKey = .patient
     @Option(help: "DICOM/NIfTI: HU window onto 8 bits: lung (W 1500 / L -600), mediastinum (350 / 50), W,L, or file (the file's own).")
     var window: Window = .lung

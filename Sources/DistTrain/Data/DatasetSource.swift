@@ -30,7 +30,7 @@ public enum DatasetSource {
         }
         if fm.fileExists(atPath: dir + "/train.csv") { return .csv(dir: dir) }
         if fm.fileExists(atPath: dir + "/train", isDirectory: &isDir), isDir.boolValue { return .folders(dir: dir) }
-        if MedicalSource.holdsMedicalImages(dir) {
+        if try MedicalSource.holdsMedicalImages(dir) {
             let labels = dir + "/labels.csv"
             return .medical(MedicalSource(dir: dir, labels: fm.fileExists(atPath: labels) ? labels : nil))
         }
@@ -104,51 +104,74 @@ public enum DatasetSource {
     /// Class indices are below this (a label of 1e9 is a typo, not 10^9 classes).
     static let maxClasses = 10_000
 
-    /// `filename,label` with a header; labels integral ("1", "1.0").
-    /// `filename,label[,group]` with a header; labels integral ("1", "1.0").
-    /// Without a group column a filename may hold commas (the label is after
-    /// the last one); with it, fields are split on commas.
+    /// `filename,label[,group]` with a header; labels integral ("1", "1.0"). Read as RFC
+    /// 4180 (CSV.parse), so a quoted field may hold commas, quotes and newlines. Without a
+    /// group column an unquoted filename may still hold commas, as before quoting was read:
+    /// the label is after the last one.
     static func parseCSV(_ path: String) throws -> [Sample] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw RuntimeError("cannot read '\(path)'") }
+        if let problem = regularFileProblem(path) { throw RuntimeError(problem) }
+        let records = try CSV.read(path).filter { r in !r.fields.allSatisfy { $0.trimmingCharacters(in: .whitespaces).isEmpty } }
+        func shown(_ r: CSV.Record) -> String { oneLine(String(CSV.row(r.fields).dropLast())) }
+        guard let head = records.first else { return [] }
+        let header = head.fields.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        guard header.first == "filename", header.count >= 2, header[1] == "label" else {
+            throw RuntimeError("\(path) line \(head.line): expected the header 'filename,label' (or 'filename,label,group'), "
+                               + "got '\(shown(head))'")
+        }
+        let grouped = header.count >= 3 && header[2] == "group"
         var out: [Sample] = []
-        var grouped = false
-        for (i, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-            if line.isEmpty { continue }
-            if i == 0 {
-                let header = line.lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-                guard header.first == "filename", header.count >= 2, header[1] == "label" else {
-                    throw RuntimeError("\(path) line 1: expected the header 'filename,label' (or 'filename,label,group'), got '\(line)'")
-                }
-                grouped = header.count >= 3 && header[2] == "group"
-                continue
-            }
-            var fileText: Substring, labelText: String, group: String? = nil
+        for r in records.dropFirst() {
+            var fields = r.fields.map { $0.trimmingCharacters(in: .whitespaces) }, group: String? = nil
             if grouped {
-                let fields = line.split(separator: ",", omittingEmptySubsequences: false)
                 guard fields.count == 3 else {
-                    throw RuntimeError("\(path) line \(i + 1): expected 'filename,label,group', got '\(line)'")
+                    throw RuntimeError("\(path) line \(r.line): expected 'filename,label,group', got '\(shown(r))'")
                 }
-                fileText = fields[0]; labelText = fields[1].trimmingCharacters(in: .whitespaces)
-                group = fields[2].trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
+                group = fields[2]
             } else {
-                guard let comma = line.lastIndex(of: ",") else {
-                    throw RuntimeError("\(path) line \(i + 1): expected 'filename,label', got '\(line)'")
+                guard fields.count >= 2 else { throw RuntimeError("\(path) line \(r.line): expected 'filename,label', got '\(shown(r))'") }
+                if fields.count > 2 {
+                    fields = [r.fields.dropLast().joined(separator: ",").trimmingCharacters(in: .whitespaces), fields[fields.count - 1]]
                 }
-                fileText = line[..<comma]; labelText = line[line.index(after: comma)...].trimmingCharacters(in: .whitespaces)
             }
-            let file = String(fileText).trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
+            let file = fields[0], labelText = fields[1]
             guard let v = Double(labelText), v.isFinite, v >= 0, v < Double(maxClasses), v == v.rounded(), !file.isEmpty else {
-                throw RuntimeError("\(path) line \(i + 1): bad label '\(labelText)' (a class index 0...\(maxClasses - 1) such as 0 or 1.0)")
+                throw RuntimeError("\(path) line \(r.line): bad label '\(oneLine(labelText))' "
+                                   + "(a class index 0...\(maxClasses - 1) such as 0 or 1.0)")
             }
             guard !file.hasPrefix("/"), !file.split(separator: "/").contains("..") else {
-                throw RuntimeError("\(path) line \(i + 1): image path '\(file)' leaves the data folder (absolute or '..'); "
+                throw RuntimeError("\(path) line \(r.line): image path '\(oneLine(file))' leaves the data folder (absolute or '..'); "
                                    + "paths are relative to the folder of the CSV")
             }
-            if let g = group, g.isEmpty { throw RuntimeError("\(path) line \(i + 1): empty group") }
-            out.append(Sample(file: file, label: Int(v), line: i + 1, group: group))
+            if let g = group, g.isEmpty { throw RuntimeError("\(path) line \(r.line): empty group") }
+            out.append(Sample(file: file, label: Int(v), line: r.line, group: group))
         }
         return out
+    }
+
+    /// nil when `path` is a regular file (links followed), else the one-line error naming it.
+    /// By stat(), never by opening: open() on a FIFO blocks until someone writes to it.
+    static func regularFileProblem(_ path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            let e = errnoText()
+            var ln = stat()
+            return "'\(oneLine(path))': \(e)" + (lstat(path, &ln) == 0 ? " (a broken link?)" : "")
+        }
+        let kind: String
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: return nil
+        case S_IFDIR: kind = "a folder"
+        case S_IFIFO: kind = "a FIFO"
+        case S_IFSOCK: kind = "a socket"
+        case S_IFCHR, S_IFBLK: kind = "a device"
+        default: kind = "of an unknown kind"
+        }
+        return "'\(oneLine(path))': not a regular file (\(kind))"
+    }
+
+    /// `s` for a one-line message: CR and LF (legal in file names and quoted CSV fields) shown as \r and \n.
+    static func oneLine(_ s: String) -> String {
+        s.replacingOccurrences(of: "\r", with: "\\r").replacingOccurrences(of: "\n", with: "\\n")
     }
 
     /// The class names of a data set whose labels are checked: below `declared`
@@ -211,10 +234,14 @@ public enum DatasetSource {
         var (splits, classNames) = try listing()
         var regroup = regroup
         if case .medical = self, regroup == nil { regroup = .standard }  // always by patient
+        // Every listed image pooled, then split again by group; the new splits go beside the data set for
+        // review. They are staged in a temporary folder and swapped in only once the data set is written,
+        // so a prepare that fails leaves the previous data set and its splits exactly as they were.
+        var staged: GroupSplit.Staged? = nil
+        defer { staged?.discard() }
         if let regroup {
-            // Every listed image pooled, then split again by group; the new splits are written beside the data set for review.
             splits = try regroup.apply(splits.flatMap { $0.1 })
-            try GroupSplit.write(splits, to: (out as NSString).deletingPathExtension + "-splits")
+            staged = try GroupSplit.stage(splits, for: (out as NSString).deletingPathExtension + "-splits")
         }
         guard let train = splits.first(where: { $0.0 == "train" }), !train.1.isEmpty else {
             throw RuntimeError("'\(dir)': the train split is empty")
@@ -224,7 +251,11 @@ public enum DatasetSource {
         let root = URL(fileURLWithPath: dir).resolvingSymlinksInPath().path + "/"
         for (split, samples) in splits { for s in samples {
             let at = s.line > 0 ? "\(dir)/\(split).csv line \(s.line): " : ""
-            guard fm.fileExists(atPath: dir + "/" + s.file) else { throw RuntimeError(at + "image '\(s.file)' not found") }
+            guard fm.fileExists(atPath: dir + "/" + s.file) else {
+                throw RuntimeError(at + "image '\(DatasetSource.oneLine(s.file))' not found")
+            }
+            // Decoding opens the file: a FIFO would block there forever.
+            if let problem = DatasetSource.regularFileProblem(dir + "/" + s.file) { throw RuntimeError(at + problem) }
             guard URL(fileURLWithPath: dir + "/" + s.file).resolvingSymlinksInPath().path.hasPrefix(root) else {
                 throw RuntimeError(at + "image '\(s.file)' resolves outside the data folder '\(dir)'")
             }
@@ -307,6 +338,8 @@ public enum DatasetSource {
             try f.setAttribute("fingerprint", fp)
             if case .medical(let m) = self { try f.setAttribute("window", m.window.argument) }
         }
+        try staged?.commit()
+        staged = nil
         return fp
     }
 }

@@ -44,12 +44,52 @@ public struct GroupSplit: Sendable {
         return ["train", "val", "test"].map { ($0, splits[$0]!) }
     }
 
-    /// The splits as CSV files (filename,label,group) for review.
+    /// The splits as CSV files (filename,label,group) for review, quoted by CSV.row: a file
+    /// name or group with a comma, quote or newline is one field, never a forged row.
     public static func write(_ splits: [(String, [Sample])], to dir: String) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         for (name, samples) in splits {
-            let csv = "filename,label,group\n" + samples.map { "\($0.name),\($0.label),\($0.group ?? "")\n" }.joined()
+            let rows = samples.map { CSV.row([$0.name, String($0.label), $0.group ?? ""]) }
+            let csv = CSV.row(["filename", "label", "group"]) + rows.joined()
             try durableWrite("\(dir)/\(name).csv", data: Data(csv.utf8))
         }
+    }
+
+    /// Split CSVs written to a temporary folder beside their target, swapped in by `commit`
+    /// (prepare does so once the data set is written) or removed by `discard`.
+    struct Staged {
+        var tmp: String, target: String
+
+        func commit() throws {
+            let old = target + ".old-\(getpid())"
+            let fm = FileManager.default
+            try? fm.removeItem(atPath: old)
+            let had = fm.fileExists(atPath: target)
+            if had && rename(target, old) != 0 { throw RuntimeError("cannot move '\(target)' aside to replace it: \(errnoText())") }
+            guard rename(tmp, target) == 0 else {
+                let e = errnoText()
+                if had { rename(old, target) }
+                throw RuntimeError("cannot rename '\(tmp)' to '\(target)': \(e)")
+            }
+            if had { try? fm.removeItem(atPath: old) }
+        }
+
+        func discard() { try? FileManager.default.removeItem(atPath: tmp) }
+    }
+
+    /// Writes the splits for `target` (a folder) into a temporary folder beside it; nothing
+    /// at `target` changes until `commit`. A `target` that exists and is no folder is refused.
+    static func stage(_ splits: [(String, [Sample])], for target: String) throws -> Staged {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: target, isDirectory: &isDir), !isDir.boolValue {
+            throw RuntimeError("'\(target)' (where the splits go) exists and is not a folder")
+        }
+        let staged = Staged(tmp: target + ".tmp-\(getpid())", target: target)
+        staged.discard()
+        do { try write(splits, to: staged.tmp) } catch {
+            staged.discard()
+            throw error
+        }
+        return staged
     }
 }

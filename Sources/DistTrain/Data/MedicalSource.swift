@@ -47,23 +47,32 @@ public struct MedicalSource: Sendable {
         self.dir = dir; self.labels = labels; self.labelKey = labelKey; self.window = window; self.slices = slices
     }
 
-    /// Files under `dir` (relative paths, sorted), hidden ones and CSVs left out.
-    static func files(_ dir: String) -> [String] {
+    /// Files under `dir` (relative paths, sorted), hidden ones and CSVs left out. Every other
+    /// entry is a folder (walked) or must be a regular file: a FIFO would block the DICOM
+    /// sniffer's open() forever and a device is no image, and leaving either out would hide
+    /// input, so each is refused by name. Entries are stat()ed, never opened, to tell.
+    static func files(_ dir: String) throws -> [String] {
         guard let e = FileManager.default.enumerator(atPath: dir) else { return [] }
         var out: [String] = []
         while let f = e.nextObject() as? String {
             let name = (f as NSString).lastPathComponent
             var isDir: ObjCBool = false
-            guard !name.hasPrefix("."), FileManager.default.fileExists(atPath: dir + "/" + f, isDirectory: &isDir), !isDir.boolValue,
-                  !name.lowercased().hasSuffix(".csv") else { continue }
+            let folder = FileManager.default.fileExists(atPath: dir + "/" + f, isDirectory: &isDir) && isDir.boolValue
+            if name.hasPrefix(".") {
+                if folder { e.skipDescendants() }  // .git/ and the like: left out with everything in them
+                continue
+            }
+            if folder { continue }
+            if let problem = DatasetSource.regularFileProblem(dir + "/" + f) { throw RuntimeError(problem) }
+            guard !name.lowercased().hasSuffix(".csv") else { continue }
             out.append(f)
         }
         return out.sorted()
     }
 
     /// Whether `dir` holds DICOM files or NIfTI volumes (and so is a source of this kind).
-    public static func holdsMedicalImages(_ dir: String) -> Bool {
-        files(dir).contains { NiftiVolume.isNIfTI($0) || DicomFile.looksLikeDICOM(dir + "/" + $0) }
+    public static func holdsMedicalImages(_ dir: String) throws -> Bool {
+        try files(dir).contains { NiftiVolume.isNIfTI($0) || DicomFile.looksLikeDICOM(dir + "/" + $0) }
     }
 
     /// One series or volume: its slices in order, as (file, frame) pairs.
@@ -74,29 +83,76 @@ public struct MedicalSource: Sendable {
         var slices: [(file: String, frame: Int?)]
         var name: String
         var isVolume = false
+        /// Every file of the series, copies left out of `slices` included (their class folders count too).
+        var files: [String] = []
+    }
+
+    /// The class folder of a relative path: its first folder, "" at the top level.
+    static func classFolder(_ file: String) -> String {
+        let parts = file.split(separator: "/")
+        return parts.count > 1 ? String(parts[0]) : ""
     }
 
     func series() throws -> [Series] {
+        func at(_ f: String) -> String { "'\(DatasetSource.oneLine(dir + "/" + f))'" }  // a file of the folder, for one-line messages
         var dicom: [String: [(file: String, header: DicomFile)]] = [:], out: [Series] = []
-        for f in MedicalSource.files(dir) {
-            let classFolder = f.split(separator: "/").count > 1 ? String(f.split(separator: "/")[0]) : ""
+        var holder: [String: String] = [:], copies: [String: [String]] = [:]  // SOPInstanceUID -> its file; series UID -> copies left out
+        for f in try MedicalSource.files(dir) {
+            let classFolder = MedicalSource.classFolder(f)
             if NiftiVolume.isNIfTI(f) {
                 let v = try NiftiVolume.read(dir + "/" + f)
                 out.append(Series(key: [.volume: f, .patient: f, .study: f, .series: f], group: f, folderClass: classFolder,
-                                  slices: (0..<v.sliceCount).map { (f, $0) }, name: f, isVolume: true))
+                                  slices: (0..<v.sliceCount).map { (f, $0) }, name: f, isVolume: true, files: [f]))
             } else if DicomFile.looksLikeDICOM(dir + "/" + f) {
                 let h = try DicomFile.read(dir + "/" + f, pixels: false)
-                guard !h.seriesUID.isEmpty else { throw RuntimeError("'\(dir)/\(f)': no SeriesInstanceUID") }
+                guard !h.seriesUID.isEmpty else { throw RuntimeError("\(at(f)): no SeriesInstanceUID") }
+                // One instance in two files. A byte-identical copy (a file copied twice into the
+                // folder) adds nothing but would count its slice twice, so it is left out with a
+                // note; two different files claiming one SOPInstanceUID mean one is mislabelled
+                // or corrupt, and which one cannot be told here, so that is an error.
+                if !h.sopUID.isEmpty, let first = holder[h.sopUID] {
+                    guard FileManager.default.contentsEqual(atPath: dir + "/" + first, andPath: dir + "/" + f) else {
+                        throw RuntimeError("\(at(f)): SOPInstanceUID \(DatasetSource.oneLine(h.sopUID)) is also that of "
+                                           + "\(at(first)), a different file: one instance cannot have two contents; remove the wrong one")
+                    }
+                    FileHandle.standardError.write(Data(("note: \(at(f)) is a byte-identical copy of \(at(first)) "
+                                                         + "(SOPInstanceUID \(DatasetSource.oneLine(h.sopUID))): left out\n").utf8))
+                    copies[h.seriesUID, default: []].append(f)
+                    continue
+                }
+                if !h.sopUID.isEmpty { holder[h.sopUID] = f }
                 dicom[h.seriesUID, default: []].append((f, h))
             }
         }
         for (uid, members) in dicom.sorted(by: { $0.key < $1.key }) {
             let first = members[0].header
             guard !first.patientID.isEmpty else {
-                throw RuntimeError("'\(dir)/\(members[0].file)': no PatientID (patient-level splits need one)")
+                throw RuntimeError("\(at(members[0].file)): no PatientID (patient-level splits need one)")
             }
             if let other = members.first(where: { $0.header.patientID != first.patientID }) {
                 throw RuntimeError("series \(uid) mixes patients '\(first.patientID)' and '\(other.header.patientID)' ('\(other.file)')")
+            }
+            // Slices are ordered along the slice normal. NaN compares false with everything, so
+            // one non-finite position would scramble the whole order (and what --slices
+            // central:N picks); a file without a position would sort as 0 among the others.
+            // Either is refused. A series without any position is ordered by InstanceNumber.
+            for m in members {
+                func shown(_ v: [Double]) -> String { v.map { "\($0)" }.joined(separator: "\\") }
+                if let p = m.header.position, !p.allSatisfy(\.isFinite) {
+                    throw RuntimeError("\(at(m.file)): ImagePositionPatient '\(shown(p))' is not finite; its series cannot be ordered")
+                }
+                if let o = m.header.orientation, !o.allSatisfy(\.isFinite) {
+                    throw RuntimeError("\(at(m.file)): ImageOrientationPatient '\(shown(o))' is not finite; its series cannot be ordered")
+                }
+                if let z = m.header.slicePosition, !z.isFinite {
+                    throw RuntimeError("\(at(m.file)): ImagePositionPatient '\(shown(m.header.position ?? []))' along ImageOrientationPatient "
+                                       + "'\(shown(m.header.orientation ?? []))' overflows; its series cannot be ordered")
+                }
+            }
+            if let placed = members.first(where: { $0.header.position != nil }),
+               let unplaced = members.first(where: { $0.header.position == nil }) {
+                throw RuntimeError("\(at(unplaced.file)): no usable ImagePositionPatient while \(at(placed.file)) of the same "
+                                   + "series has one; its series cannot be ordered")
             }
             let ordered = members.sorted {
                 let a = ($0.header.slicePosition ?? 0, $0.header.instanceNumber, $0.file)
@@ -104,34 +160,50 @@ public struct MedicalSource: Sendable {
                 return a < b
             }
             let slices = ordered.flatMap { m in m.header.frames > 1 ? (0..<m.header.frames).map { (m.file, Optional($0)) } : [(m.file, nil)] }
-            let classFolder = members[0].file.split(separator: "/").count > 1 ? String(members[0].file.split(separator: "/")[0]) : ""
             out.append(Series(key: [.patient: first.patientID, .study: first.studyUID, .series: uid, .volume: members[0].file],
-                              group: first.patientID, folderClass: classFolder, slices: slices,
-                              name: (members[0].file as NSString).deletingLastPathComponent))
+                              group: first.patientID, folderClass: MedicalSource.classFolder(members[0].file), slices: slices,
+                              name: (members[0].file as NSString).deletingLastPathComponent,
+                              files: members.map(\.file) + (copies[uid] ?? [])))
         }
         return out
     }
 
-    /// `key,label[,class]` with a header; labels are class indices.
+    /// `key,label[,class]` with a header; labels are class indices. Read as RFC 4180
+    /// (CSV.parse), so a quoted key may hold commas, quotes and newlines.
     static func readLabels(_ path: String) throws -> (labels: [String: Int], names: [Int: String]) {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw RuntimeError("cannot read '\(path)'") }
-        var labels: [String: Int] = [:], names: [Int: String] = [:]
-        for (i, raw) in text.split(whereSeparator: \.isNewline).enumerated() {
-            let fields = raw.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\" ")) }
-            if i == 0 {
-                guard fields.count >= 2, fields[1].lowercased() == "label" else {
-                    throw RuntimeError("\(path) line 1: expected a header 'key,label' (e.g. PatientID,label[,class]), got '\(raw)'")
-                }
-                continue
-            }
-            guard fields.count >= 2, !fields[0].isEmpty, let k = Int(fields[1]), (0..<DatasetSource.maxClasses).contains(k) else {
-                throw RuntimeError("\(path) line \(i + 1): expected 'key,label' with a class index, got '\(raw)'")
-            }
-            if let old = labels[fields[0]], old != k { throw RuntimeError("\(path) line \(i + 1): '\(fields[0])' is labelled \(old) and \(k)") }
-            labels[fields[0]] = k
-            if fields.count >= 3, !fields[2].isEmpty { names[k] = fields[2] }
+        if let problem = DatasetSource.regularFileProblem(path) { throw RuntimeError(problem) }
+        let records = try CSV.read(path)
+        func shown(_ r: CSV.Record) -> String { DatasetSource.oneLine(String(CSV.row(r.fields).dropLast())) }
+        guard let header = records.first else {
+            throw RuntimeError("\(path): empty; expected a header 'key,label' (e.g. PatientID,label[,class])")
         }
-        return (labels, names)
+        guard header.fields.count >= 2, header.fields[1].trimmingCharacters(in: .whitespaces).lowercased() == "label" else {
+            throw RuntimeError("\(path) line \(header.line): expected a header 'key,label' (e.g. PatientID,label[,class]), "
+                               + "got '\(shown(header))'")
+        }
+        var labels: [String: (label: Int, line: Int)] = [:], names: [Int: (name: String, line: Int)] = [:]
+        for r in records.dropFirst() {
+            let fields = r.fields.map { $0.trimmingCharacters(in: .whitespaces) }
+            guard fields.count >= 2, !fields[0].isEmpty, let k = Int(fields[1]), (0..<DatasetSource.maxClasses).contains(k) else {
+                throw RuntimeError("\(path) line \(r.line): expected 'key,label' with a class index, got '\(shown(r))'")
+            }
+            if let old = labels[fields[0]] {
+                guard old.label == k else {
+                    throw RuntimeError("\(path) line \(r.line): '\(DatasetSource.oneLine(fields[0]))' is labelled \(old.label) "
+                                       + "on line \(old.line) and \(k) here")
+                }
+            } else { labels[fields[0]] = (k, r.line) }
+            // A class has one name: 'covid' on one row and 'normal' on another is a typo on one of them.
+            if fields.count >= 3, !fields[2].isEmpty {
+                if let old = names[k] {
+                    guard old.name == fields[2] else {
+                        throw RuntimeError("\(path) lines \(old.line) and \(r.line): label \(k) is named '\(DatasetSource.oneLine(old.name))' "
+                                           + "and '\(DatasetSource.oneLine(fields[2]))'; a class has one name")
+                    }
+                } else { names[k] = (fields[2], r.line) }
+            }
+        }
+        return (labels.mapValues(\.label), names.mapValues(\.name))
     }
 
     /// The slices as samples (group = patient or volume), with the class names.
@@ -139,13 +211,29 @@ public struct MedicalSource: Sendable {
         let all = try series()
         guard !all.isEmpty else { throw RuntimeError("'\(dir)' holds no DICOM file or NIfTI volume") }
         var samples: [Sample] = [], classNames: [String]
+        let one = DatasetSource.oneLine
         if let path = labels {
             let (table, names) = try MedicalSource.readLabels(path)
+            // Keys match exactly: an unlisted PatientID 'ward9/P0001' is not 'P0001'. The one
+            // exception is documented (README): a NIfTI volume may be keyed by its file name alone,
+            // as synth writes them, when it lies in a subfolder; only while no other volume of the
+            // folder has that name, or the key would label both.
+            var volumesNamed: [String: [String]] = [:]
+            for s in all where s.isVolume { volumesNamed[(s.name as NSString).lastPathComponent, default: []].append(s.name) }
             for s in all {
                 let key = s.key[s.isVolume ? .volume : labelKey] ?? ""
-                guard let label = table[key] ?? table[(key as NSString).lastPathComponent] else {
-                    throw RuntimeError("\(path): no label for \(labelKey.rawValue) '\(key)' (series '\(s.name)'); "
-                                       + "key by --label-key patient, study, series or volume")
+                var found = table[key]
+                if found == nil, s.isVolume, let k = table[(key as NSString).lastPathComponent] {
+                    let name = (key as NSString).lastPathComponent, same = volumesNamed[name] ?? []
+                    guard same.count == 1 else {
+                        let list = same.map { "'\(one($0))'" }.joined(separator: ", ")
+                        throw RuntimeError("\(path): '\(one(name))' names \(same.count) volumes (\(list)); key them by their path under '\(one(dir))'")
+                    }
+                    found = k
+                }
+                guard let label = found else {
+                    throw RuntimeError("\(path): no label for \(s.isVolume ? "volume" : labelKey.rawValue) '\(one(key))' "
+                                       + "(series '\(one(s.name))'); key by --label-key patient, study, series or volume")
                 }
                 samples += slices.pick(s.slices.count).map { k in
                     Sample(file: s.slices[k].file, label: label, line: 0, group: s.group, frame: s.slices[k].frame)
@@ -154,6 +242,17 @@ public struct MedicalSource: Sendable {
             let top = (samples.map(\.label).max() ?? 0)
             classNames = (0...top).map { names[$0] ?? "\($0)" }
         } else {
+            // A series takes one label: one whose files lie in two class folders would silently take its first file's.
+            for s in all {
+                let folders = Set(s.files.map(MedicalSource.classFolder)).sorted()
+                guard folders.count > 1 else { continue }
+                func shown(_ folder: String) -> String {
+                    let file = s.files.sorted().first { MedicalSource.classFolder($0) == folder } ?? ""
+                    return (folder.isEmpty ? "the top level" : "'\(one(folder))'") + " ('\(one(dir + "/" + file))')"
+                }
+                throw RuntimeError("series \(s.key[.series] ?? "") has files in class folders \(shown(folders[0])) and \(shown(folders[1])); "
+                                   + "a series takes one label: move it into one class folder or give --labels")
+            }
             classNames = Set(all.map(\.folderClass)).sorted()
             guard !classNames.contains(""), classNames.count >= 1 else {
                 throw RuntimeError("'\(dir)': give --labels FILE, or put the files in class folders (\(dir)/<class>/...)")
