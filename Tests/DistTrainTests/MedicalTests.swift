@@ -120,7 +120,7 @@ final class MedicalTests: XCTestCase {
         XCTAssertEqual(p.status, 0, p.output)
         let series = try String(contentsOfFile: root + "/pred/series.csv", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(series.count, 3, "header, the DICOM series and the volume")
-        XCTAssertTrue(series[1].contains(",10,") && series[2].contains("P0002.nii.gz\",10,"), "\(series)")
+        XCTAssertTrue(series[1].contains(",10,") && series[2].contains("P0002.nii.gz,10,"), "\(series)")
         let rows = try String(contentsOfFile: root + "/pred/predictions.csv", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(rows.count, 21)
         let overlays = try FileManager.default.contentsOfDirectory(atPath: root + "/pred")

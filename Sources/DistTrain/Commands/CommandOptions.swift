@@ -35,8 +35,19 @@ struct ThreadOptions: ParsableArguments {
     @Option(help: "Threads for BLAS and for disttrain's own loops (default: OPENBLAS_NUM_THREADS or all cores).")
     var threads: Int?
 
+    /// More threads than 4 per core only oversubscribe (every loop and GEMM splits over them); 256 at
+    /// least, so a job script written for a large node still runs on a small one. --threads 100000
+    /// crashed in libgomp (SIGSEGV) as it started its pool.
+    static var maxThreads: Int { max(256, 4 * ProcessInfo.processInfo.activeProcessorCount) }
+
     func validate() throws {
-        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
+        let limit = ThreadOptions.maxThreads
+        if let t = threads {
+            guard (1...limit).contains(t) else { throw ValidationError("--threads must be in 1...\(limit) (4 per core, at least 256)") }
+        } else if let text = ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"], let t = Int(text), t > limit {
+            // The default when --threads is not given: the same bound (0 or less reads as 1, as before).
+            throw ValidationError("OPENBLAS_NUM_THREADS=\(text) (the default of --threads) must be at most \(limit)")
+        }
     }
 
     func apply() -> Int {

@@ -6,8 +6,9 @@ struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a run's model as ONNX (opset 17): the inference graph with BatchNorm folded, softmax probabilities out.",
         discussion: """
-        The input is the normalised image [batch, C, S, S]; the normalisation (mean, std), input size, class names and \\
-        architecture are in the model's metadata_props. Example: disttrain export checkpoints/transfer --onnx transfer.onnx
+        The input is the normalised image [batch, C, S, S]; the normalisation (mean, std), input size, class names, \
+        architecture and (DICOM/NIfTI runs) HU window are in the model's metadata_props. \
+        Example: disttrain export checkpoints/transfer --onnx transfer.onnx
         """)
 
     @Argument(help: "The run folder.") var runDir: String
@@ -17,10 +18,11 @@ struct Export: ParsableCommand {
     func run() throws {
         let cfg = try TrainConfig.load(runDir + "/config.json")
         let path = ["best", "last"].contains(checkpoint) ? "\(runDir)/ckpt/\(checkpoint).h5" : checkpoint
-        let net = ResNet(cfg.netConfig)
-        try Checkpoint.load(path, into: net)
-        let meta = ONNXExport.Metadata(mean: cfg.mean, std: cfg.std, classNames: cfg.classNames, imageSize: cfg.imageSize,
+        let net = try RunModel.load(path, config: cfg, configPath: runDir + "/config.json", precision: false)
+        var meta = ONNXExport.Metadata(mean: cfg.mean, std: cfg.std, classNames: cfg.classNames, imageSize: cfg.imageSize,
                                        arch: cfg.arch.rawValue)
+        // DICOM/NIfTI runs: the HU window their slices were made with, which a user of the model must apply first.
+        meta.window = cfg.window ?? ""
         let bytes = ONNXExport.model(net, metadata: meta)
         try durableWrite(onnx, data: Data(bytes))
         print(String(format: "wrote %@ (%.1f MB): %@, %d input channel(s), %dx%d, %d classes, from %@", onnx, Double(bytes.count) / 1e6,

@@ -9,7 +9,8 @@ struct Predict: ParsableCommand {
         abstract: "Probability and CAM overlays for new images, with a run's best checkpoint.",
         discussion: """
         Writes DIR/predictions.csv (file, p_<positive class>, predicted class), DIR/cams.h5 (one float32 [N, H, W] dataset \
-        per method, values in [0, 1], plus filenames) and one overlay PNG per image and method. DICOM files, DICOM series \
+        per method, values in [0, 1], plus filenames) and one overlay PNG per image and method (named by the image, and by \
+        its folders where two images share a name). DICOM files, DICOM series \
         folders and NIfTI volumes are read slice by slice in HU and windowed as the run's data set was (or --window); \
         DIR/series.csv then holds one row per series or volume: slices, mean and max probability.
         """)
@@ -30,46 +31,66 @@ struct Predict: ParsableCommand {
     func run() throws {
         let kinds = try explain.kinds()
         _ = threading.apply()
-        let cfg = try TrainConfig.load(runDir + "/config.json")
-        guard !cfg.mean.isEmpty else { throw RuntimeError("'\(runDir)/config.json' has no input normalisation (mean, std)") }
-        let net = ResNet(cfg.netConfig)
-        try Checkpoint.load("\(runDir)/ckpt/\(explain.checkpoint)", into: net)
+        let configPath = runDir + "/config.json", checkpoint = "\(runDir)/ckpt/\(explain.checkpoint)"
+        let cfg = try TrainConfig.load(configPath)
+        guard !cfg.mean.isEmpty else { throw RuntimeError("'\(configPath)' has no input normalisation (mean, std)") }
+        // In the run's precision (a bf16 run's probabilities and CAMs are eval's), the checkpoint checked before it is built.
+        let net = try RunModel.load(checkpoint, config: cfg, configPath: configPath)
         net.setTraining(false)
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         let S = cfg.imageSize
         let maker = BatchMaker(channels: 1, height: S, width: S, size: S, mean: cfg.mean, std: cfg.std, outChannels: cfg.inChannels)
         let explainer = try CAMExplainer(net: net)
-        let inputs = try PredictInput.expand(images, window: window, runWindow: cfg.window.flatMap(Window.init(argument:)),
-                                             maxPixels: limits.maxPixels)
-        var csv = "file,p_\((cfg.classNames.last ?? "1").lowercased()),predicted\n"
-        var maps = [String: [Float]](), perSeries: [(String, [Double])] = []
-        func className(_ k: Int) -> String { cfg.classNames.indices.contains(k) ? cfg.classNames[k] : "\(k)" }
-        for input in inputs {
+        let inputs = PredictInput.uniqueStems(try PredictInput.expand(images, window: window,
+                                                                       runWindow: cfg.window.flatMap(Window.init(argument:)),
+                                                                       maxPixels: limits.maxPixels))
+        func prepared(_ input: PredictInput) -> (gray: RasterImage, x: Tensor) {
             let img = input.image.converted(channels: 1).resized(width: S, height: S)
             let x = Tensor([1, cfg.inChannels, S, S])
             img.pixels.withUnsafeBufferPointer { maker.fill(x, slot: 0, bytes: $0.baseAddress!, aug: .identity) }
-            let p = tta.probabilities(net, x)[0]
-            let k = p.indices.max { p[$0] < p[$1] }!
-            csv += "\"\(input.name.replacingOccurrences(of: "\"", with: "\"\""))\",\(String(format: "%.6f", p.last!)),\(className(k))\n"
-            if let series = input.series {
-                let pk = Double(p.last!)
-                if perSeries.last?.0 == series { perSeries[perSeries.count - 1].1.append(pk) } else { perSeries.append((series, [pk])) }
+            return (img, x)
+        }
+        // Every probability first: a model that overflows on any input (3e38 weights) is refused before a file is written.
+        var probabilities: [[Float]] = []
+        for input in inputs {
+            let p = tta.probabilities(net, prepared(input).x)[0]
+            if let bad = p.first(where: { !$0.isFinite }) {
+                throw RuntimeError("'\(input.name)': checkpoint '\(checkpoint)' gives a non-finite probability (\(bad.isNaN ? "NaN" : "\(bad)")): its weights "
+                                   + "or the mean/std of '\(configPath)' overflow float32; nothing was written")
             }
+            probabilities.append(p)
+        }
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let positive = "p_" + (cfg.classNames.last ?? "1").lowercased()
+        var csv = CSV.row(["file", positive, "predicted"])
+        var maps = [String: [Float]](), perSeries: [(String, [Double])] = []
+        func className(_ k: Int) -> String { cfg.classNames.indices.contains(k) ? cfg.classNames[k] : "\(k)" }
+        for (input, p) in zip(inputs, probabilities) {
+            let k = p.indices.max { p[$0] < p[$1] } ?? 0
+            let pk = p.last ?? 0
+            csv += CSV.row([input.name, String(format: "%.6f", pk), className(k)])
+            if let series = input.series {
+                if perSeries.last?.0 == series {
+                    perSeries[perSeries.count - 1].1.append(Double(pk))
+                } else {
+                    perSeries.append((series, [Double(pk)]))
+                }
+            }
+            guard !kinds.isEmpty else { continue }
+            let (img, x) = prepared(input)
             let gray = img.pixels.map { Float($0) / 255 }
-            let stem = input.stem
             for kind in kinds {
                 let m = explainer.explain(x, method: kind).maps
                 maps[kind.rawValue, default: []] += m
                 try RasterImage(width: S, height: S, channels: 3, pixels: overlay(gray: gray, cam: m))
-                    .writePNG("\(out)/\(stem)-\(kind.rawValue).png")
+                    .writePNG("\(out)/\(input.stem)-\(kind.rawValue).png")
             }
         }
         if !perSeries.isEmpty {
-            var rows = "series,slices,mean_p_\((cfg.classNames.last ?? "1").lowercased()),max_p,predicted_by_mean\n"
+            var rows = CSV.row(["series", "slices", "mean_" + positive, "max_p", "predicted_by_mean"])
             for (series, ps) in perSeries {
-                let mean = ps.reduce(0, +) / Double(ps.count), mx = ps.max()!
-                rows += "\"\(series)\",\(ps.count),\(String(format: "%.6f", mean)),\(String(format: "%.6f", mx)),"
-                    + "\(className(mean >= 0.5 ? cfg.classNames.count - 1 : 0))\n"
+                let mean = ps.reduce(0, +) / Double(ps.count), mx = ps.max() ?? mean
+                rows += CSV.row([series, "\(ps.count)", String(format: "%.6f", mean), String(format: "%.6f", mx),
+                                 className(mean >= 0.5 ? cfg.classNames.count - 1 : 0)])
                 print(String(format: "series %@: %d slices, mean p %.4f, max p %.4f", series, ps.count, mean, mx))
             }
             try durableWrite(out + "/series.csv", data: Data(rows.utf8))
@@ -93,6 +114,31 @@ struct PredictInput {
     /// The overlays' file-name stem: an image's name without extension; a
     /// slice's file (relative to the folder given, "/" as "_") and its frame.
     var stem: String
+
+    /// `inputs` with overlay stems made unique: where two collide (a/x.png and
+    /// b/x.png are both "x"), each gets as many of its parent folders as tell
+    /// them apart ("a_x", "b_x"); any still alike (a path given twice, or x.png
+    /// beside an a_x.png) get "~2", "~3" in input order.
+    static func uniqueStems(_ inputs: [PredictInput]) -> [PredictInput] {
+        var out = inputs
+        for (_, group) in Dictionary(grouping: out.indices, by: { out[$0].stem }) where group.count > 1 {
+            let folders = group.map { i in
+                (out[i].name as NSString).deletingLastPathComponent.split(separator: "/").map(String.init).filter { $0 != "." }
+            }
+            let deepest = folders.map(\.count).max() ?? 0, distinct = Set(folders).count
+            var k = 1
+            while k < deepest && Set(folders.map { $0.suffix(k).joined(separator: "/") }).count < distinct { k += 1 }
+            for (i, f) in zip(group, folders) where !f.isEmpty { out[i].stem = f.suffix(k).joined(separator: "_") + "_" + out[i].stem }
+        }
+        var seen = Set<String>()
+        for i in out.indices {
+            var s = out[i].stem, n = 1
+            while seen.contains(s) { n += 1; s = out[i].stem + "~\(n)" }
+            seen.insert(s)
+            out[i].stem = s
+        }
+        return out
+    }
 
     static func stem(_ file: String, frame: Int?) -> String {
         let base = file.hasSuffix(".nii.gz") ? String(file.dropLast(7)) : (file as NSString).deletingPathExtension

@@ -131,7 +131,9 @@ public struct TrainConfig: Codable, Sendable, Equatable {
         need(within(labelSmoothing, 0, 0.999_999), "--label-smoothing must be in [0, 1)")
         need((0...1_000_000).contains(keepCheckpoints), "--keep-checkpoints must be in 0...1000000")
         need((1...65_536).contains(evalBatchSize), "evalBatchSize must be in 1...65536")
-        need((1...1024).contains(width), "--width must be in 1...1024")
+        // 256 = 4x torchvision's 64: a ResNet-50 of 408 M parameters (1.6 GB of weights, about 8 GB to
+        // train). Each doubling quadruples the model: width 1024 in a config.json is an 11 GB ResNet-18.
+        need((1...256).contains(width), "--width must be in 1...256")
         need((1...64).contains(inChannels), "inChannels must be in 1...64")
         need((1...100_000).contains(numClasses), "numClasses must be in 1...100000")
         need((0...1_000_000).contains(freezeEpochs), "--freeze-epochs must be in 0...1000000")
@@ -144,7 +146,12 @@ public struct TrainConfig: Codable, Sendable, Equatable {
             need(v.count == 1 || v.count == inChannels, "\(name) must have 1 or inChannels (\(inChannels)) values, has \(v.count)")
             need(v.allSatisfy { $0.isFinite }, "\(name) must be finite")
         }
-        need(std.allSatisfy { $0 > 0 }, "std must be positive")
+        // The network sees (pixel / 255 - mean) / std with pixel / 255 in [0, 1], so a data set's mean lies
+        // in [0, 1] (and a transfer source's: ImageNet's is 0.485, 0.456, 0.406); [-1, 2] leaves room and
+        // refuses means on the 0...255 scale (123.675). A std of at least 1e-6 (a 4000th of a grey level)
+        // keeps every input within |3 / 1e-6| = 3e6, far from float32's 3e38: 1e-300 made them infinite.
+        need(mean.allSatisfy { $0 >= -1 && $0 <= 2 }, "mean must be in [-1, 2] (inputs are pixel / 255, in [0, 1])")
+        need(std.allSatisfy { $0 >= 1e-6 }, "std must be positive, at least 1e-6 (inputs are pixel / 255, in [0, 1])")
         need(mean.isEmpty == std.isEmpty, "mean and std go together")
         need(classNames.isEmpty || classNames.count == numClasses, "classNames must name the numClasses (\(numClasses)) classes")
         return p

@@ -25,7 +25,9 @@ public final class Evaluator {
     }
 
     /// Empty metrics when the data set has no such split. `tta: .flip`: each
-    /// image's probabilities are the mean of its own and its mirror's.
+    /// image's probabilities are the mean of its own and its mirror's. An image
+    /// with a non-finite probability scores NaN (`nonFiniteError` names it), on
+    /// every rank alike, so a caller can refuse the run without a rank left waiting.
     public func evaluate(_ split: Split, tta: TestTimeAugmentation = .none) throws -> Result {
         let indices = dataset[split: split]
         guard !indices.isEmpty else { return Result(metrics: SplitMetrics(), labels: [], scores: []) }
@@ -42,7 +44,7 @@ public final class Evaluator {
             let probs = tta.probabilities(net, x)
             for (j, pos) in chunk.enumerated() {
                 let p = probs[j]
-                scores[pos] = Double(K == 2 ? p[1] : p.max()!)
+                scores[pos] = p.allSatisfy(\.isFinite) ? Double(K == 2 ? p[1] : p.max()!) : .nan
                 preds[pos] = Double(p.indices.max { p[$0] < p[$1] }!)
                 losses[pos] = -log(max(Double(p[labels[j]]), 1e-30))
             }
@@ -53,6 +55,17 @@ public final class Evaluator {
         let metrics = SplitMetrics(lossSum: losses.reduce(0, +), labels: labels, predictions: preds.map { Int($0) },
                                    scores: scores, classes: K)
         return Result(metrics: metrics, labels: labels, scores: scores)
+    }
+
+    /// The first image of `result` (on `split`) whose probabilities are not finite,
+    /// as an error naming it and `checkpoint`; nil when every one is finite.
+    public func nonFiniteError(_ result: Result, _ split: Split, checkpoint: String) -> RuntimeError? {
+        guard let pos = result.scores.firstIndex(where: { !$0.isFinite }) else { return nil }
+        let i = dataset[split: split][pos]
+        let file = (try? dataset.filenames()).flatMap { $0.indices.contains(i) ? $0[i] : nil } ?? "#\(i)"
+        let bad = result.scores.filter { !$0.isFinite }.count
+        return RuntimeError("checkpoint '\(checkpoint)' gives non-finite probabilities on \(bad) \(split.rawValue) image(s), the first "
+                            + "'\(file)' (index \(i)): its weights or config.json's mean/std overflow float32; nothing was written")
     }
 }
 

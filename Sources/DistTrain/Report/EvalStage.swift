@@ -27,14 +27,21 @@ public enum EvalStage {
     /// and (rank 0) writes the report.
     public static func run(config: TrainConfig, comm: Communicator, checkpoint: String, cams: [CAMKind] = CAMKind.allCases,
                            layer: String = "layer4", tta: TestTimeAugmentation = .none) throws -> EvalSummary {
+        // Every rank: the run's precision, and the checkpoint against config.json before the network is built.
+        try RunModel.prepare(checkpoint, config: config, configPath: config.run + "/config.json")
         let evaluator = try Evaluator(config: config, comm: comm)
         if comm.isRoot { try Checkpoint.load(checkpoint, into: evaluator.net) }
         ReplicaSync.broadcastModel(evaluator.net, comm)
-        let val = try evaluator.evaluate(.val)
-        let test = try evaluator.evaluate(.test)
+        // Every rank holds every score after the all-reduce, so all of them refuse alike.
+        func finite(_ r: Evaluator.Result, _ split: Split) throws -> Evaluator.Result {
+            if let e = evaluator.nonFiniteError(r, split, checkpoint: checkpoint) { throw e }
+            return r
+        }
+        let val = try finite(evaluator.evaluate(.val), .val)
+        let test = try finite(evaluator.evaluate(.test), .test)
         var summary = EvalSummary(checkpoint: checkpoint, val: val.metrics, test: test.metrics)
         if tta != .none {
-            let (v, t) = (try evaluator.evaluate(.val, tta: tta), try evaluator.evaluate(.test, tta: tta))
+            let (v, t) = (try finite(evaluator.evaluate(.val, tta: tta), .val), try finite(evaluator.evaluate(.test, tta: tta), .test))
             let evidence = config.numClasses == 2 && !t.labels.isEmpty
                 ? RunEvidence(testLabels: t.labels, testScores: t.scores, valLabels: v.labels, valScores: v.scores, seed: sampleSeed) : nil
             summary.tta = AugmentedEvaluation(method: tta, val: v.metrics, test: t.metrics, evidence: evidence)
@@ -98,12 +105,15 @@ public enum EvalStage {
     /// model's p of the last class (what `report` pairs two models on).
     static func writePredictions(_ cfg: TrainConfig, _ ds: Dataset, val: Evaluator.Result, test: Evaluator.Result, to path: String) throws {
         let names = try ds.filenames()
-        var csv = "split,index,file,label,p_\((cfg.classNames.last ?? "1").lowercased())\n"
+        var csv = CSV.row(["split", "index", "file", "label", "p_" + (cfg.classNames.last ?? "1").lowercased()])
         for (split, r) in [(Split.val, val), (Split.test, test)] {
             for (pos, i) in ds[split: split].enumerated() where pos < r.labels.count {
                 let file = names.indices.contains(i) ? names[i] : ""
-                csv += "\(split.rawValue),\(i),\"\(file.replacingOccurrences(of: "\"", with: "\"\""))\",\(r.labels[pos]),"
-                    + String(format: "%.9g", r.scores[pos]) + "\n"
+                // The file is always quoted (RFC 4180 allows it; CSV.field quotes only where it must):
+                // the bytes eval wrote before, which docs/results reproduce and older `report`s read.
+                let quoted = "\"" + file.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+                csv += [split.rawValue, "\(i)", quoted, "\(r.labels[pos])", String(format: "%.9g", r.scores[pos])]
+                    .joined(separator: ",") + "\n"
             }
         }
         try durableWrite(path, data: Data(csv.utf8))

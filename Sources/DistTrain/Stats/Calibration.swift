@@ -16,8 +16,11 @@ public enum Calibration {
         var n = [Int](repeating: 0, count: binCount), conf = [Double](repeating: 0, count: binCount)
         var right = [Double](repeating: 0, count: binCount)
         for (y, p) in zip(labels, scores) {
+            // A NaN or infinite score belongs in no bin, and one past 1 goes in the top bin: Int() of
+            // NaN or 1e300 traps. eval refuses non-finite probabilities before this.
+            guard p.isFinite else { continue }
             let c = max(p, 1 - p)
-            let m = min(max(Int((c * Double(binCount)).rounded(.up)) - 1, 0), binCount - 1)
+            let m = min(max(Int((min(c, 1) * Double(binCount)).rounded(.up)) - 1, 0), binCount - 1)
             n[m] += 1; conf[m] += c
             if (p > 0.5 ? 1 : 0) == y { right[m] += 1 }
         }

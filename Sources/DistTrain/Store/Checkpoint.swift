@@ -97,3 +97,80 @@ public enum Checkpoint {
         return files.filter { $0.hasPrefix("epoch-") && $0.hasSuffix(".h5") }.sorted(by: >).map { dir + "/" + $0 }
     }
 }
+
+/// A run's network for inference, one loader for predict, eval and export:
+/// the run's precision from config.json (so predict computes what eval
+/// computed: bf16 runs in bf16, their CAMs included), and the checkpoint's
+/// attributes and declared shapes checked against config.json before the
+/// network is allocated (a config.json saying width 200 must not build a
+/// 460 MB model, or one saying 1024 an 11 GB one, to learn that the file holds width 4).
+public enum RunModel {
+    /// Makes `config.precision` the engine's; names config.json when this CPU cannot run it.
+    public static func setPrecision(_ config: TrainConfig, configPath: String) throws {
+        do { try Precision.set(config.precision) } catch {
+            throw RuntimeError("'\(configPath)': the run's precision is \(config.precision.rawValue): \(error)")
+        }
+    }
+
+    /// The precision set and the checkpoint checked (`check`): what every
+    /// command does before it builds a run's network.
+    public static func prepare(_ checkpoint: String, config: TrainConfig, configPath: String) throws {
+        try setPrecision(config, configPath: configPath)
+        try check(checkpoint, config: config, configPath: configPath)
+    }
+
+    /// `prepare`, then the network built and the checkpoint's model/ loaded into it.
+    /// `precision: false` for export, which runs no GEMM (the ONNX weights are fp32
+    /// either way), so a bf16 run exports on a CPU without AVX512-BF16.
+    public static func load(_ checkpoint: String, config: TrainConfig, configPath: String, precision: Bool = true) throws -> ResNet {
+        if precision { try setPrecision(config, configPath: configPath) }
+        try check(checkpoint, config: config, configPath: configPath)
+        let net = ResNet(config.netConfig)
+        try Checkpoint.load(checkpoint, into: net)
+        return net
+    }
+
+    /// Refuses a checkpoint that does not hold the network config.json describes,
+    /// from its attributes (arch, width, channels, classes, where written) and
+    /// every model/ tensor's declared shape; nothing of the model is allocated.
+    public static func check(_ path: String, config: TrainConfig, configPath: String) throws {
+        let f = try Checkpoint.open(path)
+        let n = config.netConfig
+        if let arch = try f.stringAttribute("arch"), arch != n.arch.rawValue {
+            throw RuntimeError("'\(configPath)' says arch \(n.arch.rawValue), but checkpoint '\(path)' was written for \(arch): "
+                               + "they are not from the same run")
+        }
+        for (key, word, want) in [("width", "width", n.width), ("in_channels", "inChannels", n.inChannels),
+                                  ("num_classes", "numClasses", n.numClasses)] {
+            if let v = try f.doubleAttribute(key), v != Double(want) {
+                throw RuntimeError("'\(configPath)' says \(word) \(want), but checkpoint '\(path)' was written with \(key) "
+                                   + "\(v.isFinite && abs(v) < 1e15 ? String(Int(v)) : String(v)): they are not from the same run")
+            }
+        }
+        for (name, shape) in expectedShapes(n) {
+            let key = "model/" + name
+            guard f.exists(key) else {
+                throw RuntimeError("checkpoint '\(path)' has no '\(key)' (a \(n.arch.rawValue) of width \(n.width), as "
+                                   + "'\(configPath)' says, needs it)")
+            }
+            let held = try f.shape(key)
+            guard held == shape else {
+                throw RuntimeError("checkpoint '\(path)' holds '\(name)' of shape \(held); '\(configPath)' describes a \(n.arch.rawValue) "
+                                   + "of width \(n.width), \(n.inChannels) input channel(s) and \(n.numClasses) classes, which needs \(shape)")
+            }
+        }
+    }
+
+    /// Every tensor of the network `config` describes with its shape, without
+    /// building it: each extent is either the same at widths 1 and 2 (kernel
+    /// sizes, input channels, classes, counters) or proportional to the width
+    /// (every channel count is width x 2^stage x expansion).
+    static func expectedShapes(_ config: ResNetConfig) -> [(String, [Int])] {
+        var c1 = config, c2 = config
+        c1.width = 1; c2.width = 2
+        let a = ResNet(c1).store.entries, b = ResNet(c2).store.entries
+        return zip(a, b).map { e1, e2 in
+            (e1.name, zip(e1.shape, e2.shape).map { d1, d2 in d1 == d2 ? d1 : d1 * config.width })
+        }
+    }
+}

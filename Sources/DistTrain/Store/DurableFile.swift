@@ -36,8 +36,45 @@ func durableRename(_ tmp: String, _ target: String) throws {
     }
 }
 
-/// Writes `target` through `body` on `target.tmp`, then durableRename.
+/// The file a durable write replaces: `target` when it is a regular file or
+/// absent; through a symbolic link, the regular file it leads to (the link
+/// stays, as when a program writes to it). Anything else is refused before
+/// a byte is written: rename(2) replaces whatever the name holds, and as root
+/// `--onnx /dev/full` would have replaced the device node itself.
+func durableTarget(_ target: String) throws -> String {
+    var st = stat()
+    guard lstat(target, &st) == 0 else { return target }  // absent: created
+    func kind(_ mode: mode_t) -> String? {
+        switch mode & S_IFMT {
+        case S_IFREG: return nil
+        case S_IFDIR: return "a folder"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFIFO: return "a FIFO"
+        case S_IFSOCK: return "a socket"
+        default: return "of an unknown kind"
+        }
+    }
+    if st.st_mode & S_IFMT == S_IFLNK {
+        guard let resolved = realpath(target, nil) else {
+            throw RuntimeError("'\(target)' is a symbolic link that does not resolve (\(errnoText())): refusing to write through it")
+        }
+        defer { free(resolved) }
+        let path = String(cString: resolved)
+        guard stat(path, &st) == 0 else { throw RuntimeError("cannot stat '\(path)' (the link '\(target)'): \(errnoText())") }
+        if let k = kind(st.st_mode) {
+            throw RuntimeError("'\(target)' links to '\(path)', which is \(k), not a regular file: refusing to replace it")
+        }
+        return path
+    }
+    if let k = kind(st.st_mode) { throw RuntimeError("'\(target)' is \(k), not a regular file: refusing to replace it") }
+    return target
+}
+
+/// Writes `target` through `body` on `target.tmp`, then durableRename;
+/// `target` must be a regular file or absent (`durableTarget`).
 func durableWrite(_ target: String, _ body: (String) throws -> Void) throws {
+    let target = try durableTarget(target)
     let tmp = target + ".tmp"
     unlink(tmp)
     do { try body(tmp) } catch {

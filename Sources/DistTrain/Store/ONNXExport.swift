@@ -15,6 +15,7 @@ public enum ONNXExport {
 
     public struct Metadata: Sendable {
         public var mean: [Double], std: [Double], classNames: [String], imageSize: Int, arch: String
+        /// The run's HU window (a `--window` argument: lung, mediastinum, W,L); "" for PNG/JPEG runs.
         public var window: String = ""
 
         public init(mean: [Double], std: [Double], classNames: [String], imageSize: Int, arch: String) {
