@@ -156,9 +156,11 @@ struct PredictInput {
         for path in paths {
             var isDir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw RuntimeError("'\(path)' does not exist") }
+            // Before anything opens it: a FIFO (under any name) would block the open forever.
+            if !isDir.boolValue, let problem = DatasetSource.regularFileProblem(path) { throw RuntimeError(problem) }
             if isDir.boolValue {
                 // A folder: its series found, ordered and windowed as prepare does.
-                let source = MedicalSource(dir: path, window: try chosen(path))
+                let source = MedicalSource(dir: path, window: try chosen(path), maxPixels: maxPixels)
                 let series = try source.series()
                 guard !series.isEmpty else { throw RuntimeError("'\(path)' holds no DICOM file or NIfTI volume") }
                 for s in series {
@@ -172,9 +174,9 @@ struct PredictInput {
             } else if NiftiVolume.isNIfTI(path) || DicomFile.looksLikeDICOM(path) {
                 // One file: every frame or slice, in file order.
                 let dir = (path as NSString).deletingLastPathComponent, file = (path as NSString).lastPathComponent
-                let source = MedicalSource(dir: dir.isEmpty ? "." : dir, window: try chosen(path))
+                let source = MedicalSource(dir: dir.isEmpty ? "." : dir, window: try chosen(path), maxPixels: maxPixels)
                 let count: Int, series: String
-                switch try MedicalCache.shared.load(source.dir + "/" + file) {  // the path source.image reads, so one decode
+                switch try MedicalCache.shared.load(source.dir + "/" + file, maxPixels: maxPixels) {  // the path source.image reads, so one decode
                 case .dicom(let d): count = d.frames; series = d.seriesUID
                 case .nifti(let v): count = v.sliceCount; series = path
                 }

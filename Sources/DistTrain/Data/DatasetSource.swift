@@ -231,6 +231,12 @@ public enum DatasetSource {
     public func prepare(out: String, size: Int? = nil, channels wantChannels: Int? = nil, classes: Int? = nil,
                         maxPixels: Int = RasterImage.defaultMaxPixels, regroup: GroupSplit? = nil,
                         progress: ((Int, Int) -> Void)? = nil) throws -> String {
+        if case .medical(var m) = self, m.maxPixels != maxPixels {
+            // The DICOM/NIfTI readers take --max-pixels from the source: its listing reads headers too.
+            m.maxPixels = maxPixels
+            return try DatasetSource.medical(m).prepare(out: out, size: size, channels: wantChannels, classes: classes, maxPixels: maxPixels,
+                                                        regroup: regroup, progress: progress)
+        }
         var (splits, classNames) = try listing()
         var regroup = regroup
         if case .medical = self, regroup == nil { regroup = .standard }  // always by patient

@@ -21,10 +21,14 @@ public struct DicomFile: Sendable {
     /// frames x rows x cols, row-major; empty when read with `pixels: false`.
     public var values: [Float] = []
 
-    public static func read(_ path: String, pixels: Bool = true) throws -> DicomFile {
+    /// Reads `path` (pixels: every frame decoded; else the header only). Rows,
+    /// Columns and NumberOfFrames are checked against `maxPixels` (per frame) and
+    /// `MedicalLimits` (in all), and against the bytes the file holds, before
+    /// anything is allocated; a decoder's warning (corrupt compressed data) is an error.
+    public static func read(_ path: String, pixels: Bool = true, maxPixels: Int = RasterImage.defaultMaxPixels) throws -> DicomFile {
         var d = dt_dicom()
         var err = [CChar](repeating: 0, count: 512)
-        let rc = dt_dicom_read(path, pixels ? 1 : 0, &d, &err, Int32(err.count))
+        let rc = dt_dicom_read(path, pixels ? 1 : 0, MedicalLimits.of(maxPixels: maxPixels), &d, &err, Int32(err.count))
         defer { dt_dicom_free(&d) }
         guard rc == 0 else { throw RuntimeError("'\(path)': \(String(cString: err))") }
         func s<T>(_ t: T) -> String { withUnsafeBytes(of: t) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) } }
@@ -38,7 +42,16 @@ public struct DicomFile: Sendable {
         if d.has_position != 0 { f.position = withUnsafeBytes(of: d.position) { Array($0.bindMemory(to: Double.self)) } }
         if d.has_orientation != 0 { f.orientation = withUnsafeBytes(of: d.orientation) { Array($0.bindMemory(to: Double.self)) } }
         f.instanceNumber = Int(d.instance_number)
-        if let v = d.values { f.values = Array(UnsafeBufferPointer(start: v, count: f.frames * f.rows * f.cols)) }
+        if pixels {
+            // Converted straight into the array: the decoded pixels are not copied again.
+            let n = f.frames * f.rows * f.cols
+            f.values = try [Float](unsafeUninitializedCapacity: n) { buf, count in
+                guard dt_dicom_values(&d, buf.baseAddress, Int64(n), &err, Int32(err.count)) == 0 else {
+                    throw RuntimeError("'\(path)': \(String(cString: err))")
+                }
+                count = n
+            }
+        }
         return f
     }
 
@@ -53,10 +66,12 @@ public struct DicomFile: Sendable {
         return p[0] * n[0] + p[1] * n[1] + p[2] * n[2]
     }
 
-    /// A DICOM Part 10 file ("DICM" at byte 128) or a .dcm name.
+    /// A DICOM Part 10 file ("DICM" at byte 128) or a .dcm name. Only a regular
+    /// file is opened to look (a FIFO would block the open); a .dcm name that is
+    /// not one still counts, and the reader then refuses it, named.
     public static func looksLikeDICOM(_ path: String) -> Bool {
         if path.lowercased().hasSuffix(".dcm") { return true }
-        guard let h = FileHandle(forReadingAtPath: path) else { return false }
+        guard DatasetSource.regularFileProblem(path) == nil, let h = FileHandle(forReadingAtPath: path) else { return false }
         defer { try? h.close() }
         let head = (try? h.read(upToCount: 132)) ?? Data()
         return head.count == 132 && head[128..<132].elementsEqual("DICM".utf8)
@@ -83,15 +98,27 @@ public struct NiftiVolume: Sendable {
     public var slope: Double, intercept: Double
     public var values: [Float]
 
-    public static func read(_ path: String) throws -> NiftiVolume {
+    /// Reads `path` (voxels: false: the header only, `values` empty). The header is
+    /// checked first: 2-D or 3-D, `maxPixels` per slice and `MedicalLimits` in all
+    /// (a .nii.gz is refused from its header, before inflating), and for an
+    /// uncompressed file vox_offset + the voxel bytes inside the file; voxel data
+    /// that end early (a short file or stream) are an error, never zero-filled.
+    public static func read(_ path: String, maxPixels: Int = RasterImage.defaultMaxPixels, voxels: Bool = true) throws -> NiftiVolume {
         var v = dt_nifti()
         var err = [CChar](repeating: 0, count: 512)
-        let rc = dt_nifti_read(path, &v, &err, Int32(err.count))
+        let rc = dt_nifti_read(path, MedicalLimits.of(maxPixels: maxPixels), &v, &err, Int32(err.count))
         defer { dt_nifti_free(&v) }
         guard rc == 0 else { throw RuntimeError("'\(path)': \(String(cString: err))") }
         let n = Int(v.nx) * Int(v.ny) * Int(v.nz)
+        // Read and scaled straight into the array: the volume is held once.
+        let values = voxels ? try [Float](unsafeUninitializedCapacity: n) { buf, count in
+            guard dt_nifti_values(&v, buf.baseAddress, Int64(n), &err, Int32(err.count)) == 0 else {
+                throw RuntimeError("'\(path)': \(String(cString: err))")
+            }
+            count = n
+        } : []
         return NiftiVolume(dims: [Int(v.nx), Int(v.ny), Int(v.nz)], sliceAxis: Int(v.slice_axis), slope: v.slope, intercept: v.intercept,
-                           values: Array(UnsafeBufferPointer(start: v.values, count: n)))
+                           values: values)
     }
 
     public var sliceCount: Int { dims[sliceAxis] }
@@ -120,6 +147,21 @@ public struct NiftiVolume: Sendable {
         guard dt_nifti_write(path, stored, Int32(nx), Int32(ny), Int32(nz), -1024, spacing, &err, Int32(err.count)) == 0 else {
             throw RuntimeError("'\(path)': \(String(cString: err))")
         }
+    }
+}
+
+/// What one DICOM or NIfTI file may hold, checked from its header: `--max-pixels`
+/// per frame or slice, as for PNG/JPEG, and 4 x `--max-pixels` pixels in all (every
+/// frame or slice), never less than 2^28 (1 GiB as float32: 1024 CT slices of
+/// 512 x 512). The total is what a file may make this process hold (its values as
+/// float32, up to four files in MedicalCache): a 3 KB DICOM can claim 2^31 - 1
+/// frames and a 2 MB .nii.gz inflate to gigabytes.
+enum MedicalLimits {
+    static let minVoxels = 1 << 28
+
+    static func of(maxPixels: Int) -> dt_limits {
+        let (four, overflow) = maxPixels.multipliedReportingOverflow(by: 4)
+        return dt_limits(max_pixels: Int64(maxPixels), max_voxels: Int64(max(overflow ? Int.max : four, minVoxels)))
     }
 }
 

@@ -42,9 +42,13 @@ public struct MedicalSource: Sendable {
     public var labelKey: LabelKey = .patient
     public var window: Window = .lung
     public var slices: Slices = .all
+    /// `--max-pixels`, for the readers (headers while listing, pixels while reading).
+    public var maxPixels = RasterImage.defaultMaxPixels
 
-    public init(dir: String, labels: String? = nil, labelKey: LabelKey = .patient, window: Window = .lung, slices: Slices = .all) {
+    public init(dir: String, labels: String? = nil, labelKey: LabelKey = .patient, window: Window = .lung, slices: Slices = .all,
+                maxPixels: Int = RasterImage.defaultMaxPixels) {
         self.dir = dir; self.labels = labels; self.labelKey = labelKey; self.window = window; self.slices = slices
+        self.maxPixels = maxPixels
     }
 
     /// Files under `dir` (relative paths, sorted), hidden ones and CSVs left out. Every other
@@ -100,11 +104,11 @@ public struct MedicalSource: Sendable {
         for f in try MedicalSource.files(dir) {
             let classFolder = MedicalSource.classFolder(f)
             if NiftiVolume.isNIfTI(f) {
-                let v = try NiftiVolume.read(dir + "/" + f)
+                let v = try NiftiVolume.read(dir + "/" + f, maxPixels: maxPixels, voxels: false)
                 out.append(Series(key: [.volume: f, .patient: f, .study: f, .series: f], group: f, folderClass: classFolder,
                                   slices: (0..<v.sliceCount).map { (f, $0) }, name: f, isVolume: true, files: [f]))
             } else if DicomFile.looksLikeDICOM(dir + "/" + f) {
-                let h = try DicomFile.read(dir + "/" + f, pixels: false)
+                let h = try DicomFile.read(dir + "/" + f, pixels: false, maxPixels: maxPixels)
                 guard !h.seriesUID.isEmpty else { throw RuntimeError("\(at(f)): no SeriesInstanceUID") }
                 // One instance in two files. A byte-identical copy (a file copied twice into the
                 // folder) adds nothing but would count its slice twice, so it is left out with a
@@ -270,7 +274,7 @@ public struct MedicalSource: Sendable {
     /// One slice, windowed to 8 bits (1 channel); files are cached while their slices are read.
     func image(_ s: Sample) throws -> RasterImage {
         let path = dir + "/" + s.file
-        switch try MedicalCache.shared.load(path) {
+        switch try MedicalCache.shared.load(path, maxPixels: maxPixels) {
         case .dicom(let d):
             let k = s.frame ?? 0
             guard k < d.frames else { throw RuntimeError("'\(path)': frame \(k) of \(d.frames)") }
@@ -292,11 +296,12 @@ final class MedicalCache: @unchecked Sendable {
     private let lock = NSLock()
     private var entries: [(path: String, entry: Entry)] = []
 
-    func load(_ path: String) throws -> Entry {
+    func load(_ path: String, maxPixels: Int) throws -> Entry {
         lock.lock()
         if let hit = entries.first(where: { $0.path == path }) { lock.unlock(); return hit.entry }
         lock.unlock()
-        let e: Entry = NiftiVolume.isNIfTI(path) ? .nifti(try NiftiVolume.read(path)) : .dicom(try DicomFile.read(path))
+        let e: Entry = NiftiVolume.isNIfTI(path) ? .nifti(try NiftiVolume.read(path, maxPixels: maxPixels))
+            : .dicom(try DicomFile.read(path, maxPixels: maxPixels))
         lock.lock(); defer { lock.unlock() }
         entries.append((path, e))
         if entries.count > 4 { entries.removeFirst() }
