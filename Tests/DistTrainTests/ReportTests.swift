@@ -24,14 +24,14 @@ final class ReportTests: XCTestCase {
         let dir = makeTempDir("csv-metrics")
         let text = "epoch,train_loss,val_accuracy,test_accuracy,lr\n1,0.9,0.5,0.55,0.02\n2,0.7,,0.75,0.01\n"
         try text.write(toFile: dir + "/metrics.csv", atomically: true, encoding: .utf8)
-        let rows = MetricsLog.rows(ofRun: dir)
+        let rows = try MetricsLog.rows(ofRun: dir)
         XCTAssertEqual(rows.map(\.epoch), [1, 2])
         XCTAssertEqual(rows.map(\.trainLoss), [0.9, 0.7])
         XCTAssertEqual(rows[0].val.accuracy, 0.5)
         XCTAssertTrue(rows[1].val.accuracy.isNaN, "an empty cell is NaN")
         XCTAssertEqual(rows.map(\.test.accuracy), [0.55, 0.75])
         XCTAssertTrue(rows[0].seconds.isNaN, "a missing column is NaN")
-        XCTAssertTrue(MetricsLog.rows(ofRun: makeTempDir("no-metrics")).isEmpty)
+        XCTAssertTrue(try MetricsLog.rows(ofRun: makeTempDir("no-metrics")).isEmpty)
     }
 
     func testLocalizationScores() {

@@ -127,10 +127,40 @@ final class ChannelsLastTests: XCTestCase {
         XCTAssertEqual(net.forwardRest(after: "layer3", activation: captured).array, logits)
     }
 
-    /// bench --profile's roof: oneDNN's matmul runs and gives a rate (0 would mean it failed).
+    /// bench --profile's roof: oneDNN's matmul runs and its rate is one a roof can be: at least an eighth
+    /// of one thread of OpenBLAS on the same 256^3 product measured now (oneDNN runs on at least one thread
+    /// with wider vectors, so a failed call (0), a timing that includes making the primitive, or FLOPs
+    /// counted n^2 instead of 2 n^3 land far below), and under the machine's peak: every logical CPU at
+    /// 6 GHz issuing 64 fp32 FLOP a cycle (two 16-lane FMA units; 1024 for bf16, AMX-class tiles), which a
+    /// rate timed over the wrong span or over-counted would exceed. oneDNN goes first and OpenBLAS runs on
+    /// the calling thread only: OpenBLAS's pool spins for a while after a threaded call, and on a small
+    /// machine those spinning threads slowed oneDNN's OpenMP threads 50-fold (4 GFLOP/s instead of 200).
+    /// Best of two calls each, so one descheduled repetition on a loaded machine does not decide.
     func testOneDNNMatmulRoofMeasures() throws {
-        XCTAssertGreaterThan(Conv2d.oneDNNMatmulGFLOPs(n: 128, bf16: false), 0)
-        if BF16.supported { XCTAssertGreaterThan(Conv2d.oneDNNMatmulGFLOPs(n: 128, bf16: true), 0) }
+        let n = 256
+        let cycles = Double(ProcessInfo.processInfo.activeProcessorCount) * 6e9
+        var rates: [(bf16: Bool, rate: Double, peak: Double)] = []
+        for (bf16, flopsPerCycle) in [(false, 64.0), (true, 1024.0)] where !bf16 || BF16.supported {
+            let rate = max(Conv2d.oneDNNMatmulGFLOPs(n: n, bf16: bf16), Conv2d.oneDNNMatmulGFLOPs(n: n, bf16: bf16))
+            rates.append((bf16, rate, cycles * flopsPerCycle / 1e9))
+        }
+        let a = formulaValues(n * n, salt: 3, scale: 1)
+        var c = [Float](repeating: 0, count: n * n)
+        let threads = BLAS.threads
+        BLAS.setThreads(1)
+        defer { BLAS.setThreads(threads) }
+        var openBLAS = 0.0
+        for _ in 0..<6 {
+            let t0 = Date()
+            a.withUnsafeBufferPointer { p in c.withUnsafeMutableBufferPointer { o in
+                BLAS.gemm1(M: n, N: n, K: n, A: p.baseAddress!, lda: n, B: p.baseAddress!, ldb: n, C: o.baseAddress!, ldc: n)
+            } }
+            openBLAS = max(openBLAS, 2 * Double(n * n * n) / Date().timeIntervalSince(t0) / 1e9)
+        }
+        for r in rates {
+            XCTAssertGreaterThan(r.rate, openBLAS / 8, "bf16 \(r.bf16): oneDNN \(r.rate) GFLOP/s, one thread of OpenBLAS \(openBLAS)")
+            XCTAssertLessThan(r.rate, r.peak, "bf16 \(r.bf16): \(r.rate) GFLOP/s is over the peak")
+        }
     }
 
     /// A 3x3 convolution (20 -> OC channels, weights by formula) and two identical BatchNorms with ReLU

@@ -4,16 +4,20 @@ import Foundation
 struct AuditData: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit",
-        abstract: "Near-duplicates between splits: each val/test image's most similar train image (NCC of 32x32 thumbnails, +-2 px).",
+        abstract: "Near-duplicates between splits: each val/test image's most similar train image (NCC of 32x32 thumbnails, +-2 px, "
+            + "the best candidates re-scored at full resolution).",
         discussion: """
-        Writes OUT/audit.csv (split, file, nearest train file, score, offset, labels) and OUT/index.html with the closest \\
-        pairs side by side. `eval` and `report` add the figures on the clean test subset (no train neighbour at the threshold).
+        Writes OUT/audit.csv (split, file, nearest train file, thumbnail score and offset, full-resolution score and shift, \
+        labels) and OUT/index.html with the closest pairs side by side. The threshold applies to the thumbnail score; the \
+        nearest train image is the best of the \(Audit.candidates) closest thumbnails at full resolution (+-\(Audit.fineShift) px). \
+        `eval` and `report` add the figures on the clean test subset (no train neighbour at the threshold).
         """)
 
     @Argument(help: "A prepared data set (.h5) or an image folder (prepared once into a cache, as train does).") var data: String
     @Option(help: "Output folder.") var out: String = "audit"
     @Option(help: "Score at or above which a pair is a near-duplicate.") var threshold: Double = Audit.defaultThreshold
     @Option(help: "Pairs shown side by side on the page.") var show: Int = 24
+    @OptionGroup var threading: ThreadOptions
 
     func validate() throws {
         guard threshold.isFinite, threshold > 0, threshold <= 1 else { throw ValidationError("--threshold must be in (0, 1]") }
@@ -25,6 +29,7 @@ struct AuditData: ParsableCommand {
         guard FileManager.default.fileExists(atPath: data, isDirectory: &isDir) else { throw RuntimeError("'\(data)' does not exist") }
         let path = isDir.boolValue ? try RunSetup.preparedCache(of: data, next: out) : data
         let ds = try Dataset(path: path)
+        threading.apply()
         let t0 = now()
         let result = try Audit.run(ds, threshold: threshold)
         try AuditPage.write(result, dataset: ds, to: out, show: show)

@@ -29,17 +29,38 @@ struct Report: ParsableCommand {
             }
             let dec = JSONDecoder()
             dec.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-            summaries.append(try dec.decode(EvalSummary.self, from: data))
+            do {
+                summaries.append(try dec.decode(EvalSummary.self, from: data))
+            } catch {
+                throw RuntimeError("'\(path)' is not a summary `disttrain eval` writes (\(Report.describe(error)))")
+            }
         }
+        // Everything is computed before anything is written: a run that does not read leaves no comparison behind.
         let dir = out ?? (((runs[0] as NSString).deletingLastPathComponent as NSString).appendingPathComponent("comparison"))
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let table = Comparison(summaries: summaries, runs: runs, predictions: predictions)
-        try table.markdown.write(toFile: dir + "/comparison.md", atomically: true, encoding: .utf8)
-        try table.csv.write(toFile: dir + "/comparison.csv", atomically: true, encoding: .utf8)
-        let figures = table.curves()
+        let markdown = table.markdown, csv = table.csv
+        let figures = try table.curves()
+        let html = table.html(relativeTo: dir, figures: figures)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try durableWrite(dir + "/comparison.md", data: Data(markdown.utf8))
+        try durableWrite(dir + "/comparison.csv", data: Data(csv.utf8))
         for f in figures { try f.canvas.write("\(dir)/\(f.name).png") }
-        try table.html(relativeTo: dir, figures: figures).write(toFile: dir + "/index.html", atomically: true, encoding: .utf8)
-        print(table.markdown)
+        try durableWrite(dir + "/index.html", data: Data(html.utf8))
+        print(markdown)
         print("wrote \(dir)/comparison.md, comparison.csv, index.html, " + figures.map { $0.name + ".png" }.joined(separator: ", "))
+    }
+
+    /// A decoding error in one line: what is wrong and at which key.
+    static func describe(_ error: Error) -> String {
+        func path(_ c: DecodingError.Context) -> String {
+            let keys = c.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }
+            return keys.isEmpty ? "" : " at '" + keys.joined(separator: ".") + "'"
+        }
+        switch error {
+        case DecodingError.keyNotFound(let key, let c): return "no '\(key.stringValue)'" + path(c)
+        case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c): return "wrong type" + path(c)
+        case DecodingError.dataCorrupted(let c): return (c.codingPath.isEmpty ? "not JSON" : "a bad value") + path(c)
+        default: return "\(error)".replacingOccurrences(of: "\n", with: " ")
+        }
     }
 }

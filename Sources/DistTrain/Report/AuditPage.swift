@@ -5,11 +5,16 @@ enum AuditPage {
     static func write(_ r: Audit.Result, dataset ds: Dataset, to dir: String, show: Int) throws {
         try FileManager.default.createDirectory(atPath: dir + "/pairs", withIntermediateDirectories: true)
         let names = try ds.filenames()
-        func quoted(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
-        var csv = "split,file,nearest_train_file,score,dx,dy,label,nearest_label\n"
+        guard names.count == ds.labels.count else {
+            throw RuntimeError("\(ds.path): \(names.count) file names for \(ds.labels.count) images")
+        }
+        // Every field through CSV.row: file names are data (a comma, quote or newline stays inside its field).
+        var csv = CSV.row(["split", "file", "nearest_train_file", "score", "dx", "dy", "fine_score", "fine_dx", "fine_dy", "label",
+                           "nearest_label"])
         for m in r.matches {
-            csv += "\(m.split.rawValue),\(quoted(names[m.image])),\(quoted(names[m.nearest])),"
-                + String(format: "%.6f", m.score) + ",\(m.dx),\(m.dy),\(ds.labels[m.image]),\(ds.labels[m.nearest])\n"
+            csv += CSV.row([m.split.rawValue, names[m.image], names[m.nearest], String(format: "%.6f", m.score), "\(m.dx)", "\(m.dy)",
+                            m.fineScore.map { String(format: "%.6f", $0) } ?? "", m.fineDX.map(String.init) ?? "",
+                            m.fineDY.map(String.init) ?? "", "\(ds.labels[m.image])", "\(ds.labels[m.nearest])"])
         }
         try durableWrite(dir + "/audit.csv", data: Data(csv.utf8))
         // Score distribution per split, and the closest pairs.
@@ -29,7 +34,8 @@ enum AuditPage {
                 let img = try RasterImage(width: ds.width, height: ds.height, channels: ds.channels, pixels: hwc(ds, index))
                 try img.resized(width: 112, height: 112).writePNG("\(dir)/pairs/\(k)-\(side).png")
             }
-            rows += "<tr><td>\(String(format: "%.4f", m.score))</td><td>\(m.split.rawValue)<br>\(htmlEscape(names[m.image]))</td>"
+            let fine = m.fineScore.map { String(format: " (%.4f)", $0) } ?? ""
+            rows += "<tr><td>\(String(format: "%.4f", m.score))\(fine)</td><td>\(m.split.rawValue)<br>\(htmlEscape(names[m.image]))</td>"
                 + "<td><img src=\"pairs/\(k)-a.png\"></td><td><img src=\"pairs/\(k)-b.png\"></td>"
                 + "<td>\(htmlEscape(names[m.nearest]))</td></tr>"
         }
@@ -44,13 +50,16 @@ enum AuditPage {
         <style>body{font-family:sans-serif;margin:24px} td,th{border:1px solid #ccc;padding:4px 8px} table{border-collapse:collapse}</style>
         </head><body><h1>Near-duplicates between splits</h1>
         <p>Data set <code>\(htmlEscape(ds.path))</code>. For each val and test image, the most similar train image by normalised
-        cross-correlation of 32x32 thumbnails, the query's central 28x28 crop slid over +-2 px. Images at or above
+        cross-correlation (NCC) of 32x32 thumbnails, the query's central 28x28 crop slid over +-2 px; the \(Audit.candidates) best
+        are compared again at full resolution (+-\(Audit.fineShift) px around their thumbnail offset) and the best there is shown
+        as the nearest. The score is the thumbnail NCC; images at or above
         \(String(format: "%.2f", r.threshold)): \(dup.joined(separator: ", ")). 1-nearest-neighbour baseline (the nearest train
         image's label) on test: \(String(format: "%.4f", r.nearestNeighbourAccuracy)).</p>
         \(crossing)
         <h2>Scores</h2>\(histogram)
         <h2>The \(min(show, r.matches.count)) closest pairs</h2>
-        <table><tr><th>NCC</th><th>image</th><th></th><th>nearest train image</th><th></th></tr>\(rows)</table></body></html>
+        <table><tr><th>NCC (at full resolution)</th><th>image</th><th></th><th>nearest train image</th><th></th></tr>\(rows)</table>
+        </body></html>
         """
         try durableWrite(dir + "/index.html", data: Data(html.utf8))
     }

@@ -7,26 +7,63 @@ struct TestPredictions {
     /// nil when the run was evaluated before predictions.csv existed.
     static func load(run: String) throws -> TestPredictions? {
         let path = run + "/report/predictions.csv"
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
-        var p = TestPredictions()
-        for (n, line) in text.split(separator: "\n").enumerated().dropFirst() {
-            let parts = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-            guard parts.count >= 5, let label = Int(parts[parts.count - 2]), let score = Double(parts[parts.count - 1]) else {
-                throw RuntimeError("\(path) line \(n + 1): expected split,index,file,label,p")
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        return try parse(CSV.read(path), path: path)
+    }
+
+    /// The records of a predictions.csv (eval writes `split,index,file,label,p_<class>` through CSV.row): columns
+    /// by header name, the probability in the last column (`p_...`). File names are data: a quoted comma, quote or
+    /// newline stays in its field. A row that is not whole is an error naming the file and line, never skipped:
+    /// a report over part of the images, or over injected ones, would be wrong and look right.
+    static func parse(_ records: [CSV.Record], path: String) throws -> TestPredictions {
+        guard let header = records.first else { throw RuntimeError("\(path): empty (no header split,index,file,label,p_...)") }
+        func column(_ name: String) throws -> Int {
+            guard let i = header.fields.firstIndex(of: name) else {
+                throw RuntimeError("\(path) line \(header.line): the header has no column '\(name)' "
+                                   + "(expected split,index,file,label,p_...)")
             }
-            guard parts[0] == "test" else { continue }
-            let file = parts[2..<(parts.count - 2)].joined(separator: ",")
-            p.files.append(String(file.dropFirst().dropLast()).replacingOccurrences(of: "\"\"", with: "\""))
-            p.labels.append(label); p.scores.append(score)
+            return i
+        }
+        let split = try column("split"), file = try column("file"), label = try column("label"), score = header.fields.count - 1
+        guard header.fields[score].hasPrefix("p_"), ![split, file, label].contains(score) else {
+            throw RuntimeError("\(path) line \(header.line): the last column is not a probability 'p_...'")
+        }
+        var p = TestPredictions()
+        var seen: [String: Int] = [:]
+        for r in records.dropFirst() {
+            let at = "\(path) line \(r.line)"
+            guard r.fields.count == header.fields.count else {
+                throw RuntimeError("\(at): \(r.fields.count) fields, the header has \(header.fields.count)")
+            }
+            let f = r.fields
+            guard ["train", "val", "test"].contains(f[split]) else {
+                throw RuntimeError("\(at): split '\(f[split])' is not train, val or test")
+            }
+            guard let y = Int(f[label]), y == 0 || y == 1 else { throw RuntimeError("\(at): label '\(f[label])' is not 0 or 1") }
+            guard let v = Double(f[score]), v.isFinite, (0...1).contains(v) else {
+                throw RuntimeError("\(at): '\(f[score])' is not a probability in [0, 1]")
+            }
+            guard f[split] == "test" else { continue }
+            // Images are paired across runs by file, so a file twice would pair the wrong rows.
+            if let first = seen[f[file]] { throw RuntimeError("\(at): test image '\(f[file])' is listed twice (first on line \(first))") }
+            seen[f[file]] = r.line
+            p.files.append(f[file]); p.labels.append(y); p.scores.append(v)
         }
         return p
     }
 
-    /// `others` re-ordered as self's files; nil when they are not the same images.
+    /// `other`'s scores re-ordered as self's files; nil when they are not the same images with the same labels.
     func aligned(_ other: TestPredictions) -> [Double]? {
-        guard Set(files) == Set(other.files), files.count == other.files.count else { return nil }
-        let at = Dictionary(zip(other.files, other.scores), uniquingKeysWith: { a, _ in a })
-        return files.map { at[$0]! }
+        guard files.count == other.files.count else { return nil }
+        let at = Dictionary(zip(other.files, zip(other.labels, other.scores)), uniquingKeysWith: { a, _ in a })
+        guard at.count == files.count else { return nil }
+        var out: [Double] = []
+        out.reserveCapacity(files.count)
+        for (f, y) in zip(files, labels) {
+            guard let (label, score) = at[f], label == y else { return nil }
+            out.append(score)
+        }
+        return out
     }
 }
 
@@ -214,9 +251,10 @@ struct Comparison {
         }
     }
 
+    /// Every cell goes through `markdownEscape`: a run or method name is text, never table syntax or markup.
     static func markdownTable(_ columns: [String], _ rows: [[String]]) -> String {
-        "| " + columns.joined(separator: " | ") + " |\n" + "|" + columns.map { _ in "---" }.joined(separator: "|") + "|\n"
-            + rows.map { "| " + $0.joined(separator: " | ") + " |\n" }.joined()
+        func line(_ cells: [String]) -> String { "| " + cells.map(markdownEscape).joined(separator: " | ") + " |\n" }
+        return line(columns) + "|" + columns.map { _ in "---" }.joined(separator: "|") + "|\n" + rows.map(line).joined()
     }
 
     var markdown: String {
@@ -232,18 +270,15 @@ struct Comparison {
         return s
     }
 
-    var csv: String {
-        func row(_ cells: [String]) -> String { cells.map { $0.contains(",") ? "\"\($0)\"" : $0 }.joined(separator: ",") }
-        return ([row(Comparison.columns)] + summaries.map { row(cells($0)) }).joined(separator: "\n") + "\n"
-    }
+    var csv: String { ([CSV.row(Comparison.columns)] + summaries.map { CSV.row(cells($0)) }).joined() }
 
     /// Validation accuracy and loss per epoch, one line per run (named by its
     /// folder), from each run's metrics (.h5, or .csv): how the methods learn, on the split
     /// that chooses checkpoints.
-    func curves() -> [ReportFigures.Figure] {
+    func curves() throws -> [ReportFigures.Figure] {
         let palette: [Color] = [.train, .val, .test, .model, Color(r: 148, g: 103, b: 189), Color(r: 140, g: 86, b: 75),
                                 Color(r: 227, g: 119, b: 194), Color(r: 127, g: 127, b: 127)]
-        let logs = runs.map { MetricsLog.rows(ofRun: $0) }
+        let logs = try runs.map { try MetricsLog.rows(ofRun: $0) }
         func series(_ f: (EpochRow) -> Double) -> [Plot.Series] {
             zip(runs, logs).enumerated().map { k, run in
                 Plot.Series(name: (run.0 as NSString).lastPathComponent, color: palette[k % palette.count],
@@ -266,7 +301,7 @@ struct Comparison {
         let seedPairs = self.seeds.map { "<p>\(htmlEscape($0.sentence))</p>" + table(SeedComparison.columns, $0.rows) } ?? ""
         // Both models' CAMs on the same fixed slices (the first rows of each cam-grid).
         let pictures = zip(runs, summaries).map { r, s in
-            let rel = htmlEscape(relativePath(from: dir, to: r + "/report"))
+            let rel = htmlEscape(hrefPath(relativePath(from: dir, to: r + "/report")))
             return "<h3>\(htmlEscape(s.method ?? r)) (\(htmlEscape(r)))</h3><p><a href=\"\(rel)/index.html\">full report</a></p>"
                 + "<p><img src=\"\(rel)/cam-grid.png\" style=\"max-width:100%\"></p>"
         }.joined()
@@ -284,6 +319,36 @@ struct Comparison {
         \(pictures)</body></html>
         """
     }
+}
+
+/// A relative path as an href: each component percent-encoded (a folder named `a#b` or `x?y` still links to
+/// itself) and "./" in front unless it starts with "..", so no folder name (`javascript:...`) reads as a scheme.
+func hrefPath(_ relative: String) -> String {
+    let encoded = relative.split(separator: "/", omittingEmptySubsequences: false).map { part -> String in
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.remove(charactersIn: "/;?#%")
+        return part.addingPercentEncoding(withAllowedCharacters: allowed) ?? ""
+    }.joined(separator: "/")
+    return encoded.hasPrefix("../") || encoded == ".." ? encoded : "./" + encoded
+}
+
+/// Text for a Markdown table cell: a backslash before each character that is inline Markdown or GFM syntax
+/// (CommonMark lets any ASCII punctuation be escaped so), and line breaks as spaces, so a name cannot end a
+/// cell or the row, open a code span, a link or image, emphasis, strike-through, math, an entity or HTML.
+/// (Characters that mean something only at the start of a line, `#`, `-`, `+`, `>`..., cannot get there.)
+func markdownEscape(_ s: String) -> String {
+    var out = ""
+    for c in s.unicodeScalars {
+        switch c {
+        case "\\", "`", "*", "_", "[", "]", "<", ">", "|", "~", "&", "$":
+            out += "\\" + String(c)
+        case "\r", "\n", "\u{2028}", "\u{2029}", "\u{85}", "\u{0B}", "\u{0C}":
+            out += " "
+        default:
+            out.unicodeScalars.append(c)
+        }
+    }
+    return out
 }
 
 func relativePath(from dir: String, to target: String) -> String {

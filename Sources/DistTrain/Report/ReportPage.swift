@@ -10,7 +10,8 @@ enum ReportPage {
                                columns: [String], size: Int) -> String {
         "<tr><th>\(htmlEscape(file))<br>true \(htmlEscape(truth))<br>p(\(htmlEscape(classLabel))) = \(String(format: "%.3f", probability))"
             + "<br>\(correct ? "correct" : "<b>wrong</b>")</th>"
-            + columns.map { "<td><img src=\"cams/\(name)-\($0).png\" width=\"\(min(size, 160))\"></td>" }.joined() + "</tr>"
+            + columns.map { "<td><img src=\"cams/\(htmlEscape(name))-\(htmlEscape($0)).png\" width=\"\(min(size, 160))\"></td>" }.joined()
+            + "</tr>"
     }
 
     static func html(_ s: EvalSummary, cams: [CAMKind], rows: [String], plots: [ReportFigures.Figure] = []) -> String {
@@ -113,8 +114,8 @@ enum ReportPage {
     }
 }
 
-/// The one escaping helper for text in HTML (element content and quoted attributes).
+/// The one escaping helper for text in HTML (element content and attributes in either quotes).
 func htmlEscape(_ s: String) -> String {
     s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
-        .replacingOccurrences(of: "\"", with: "&quot;")
+        .replacingOccurrences(of: "\"", with: "&quot;").replacingOccurrences(of: "'", with: "&#39;")
 }

@@ -26,6 +26,10 @@ public struct EpochRow: Codable, Sendable {
         self.peakRSSMiB = peakRSSMiB
     }
 
+    /// Epochs are whole numbers in 0...maxEpoch; `init(values:)` needs one (Int() of NaN or 1e300 traps).
+    static let maxEpoch = 1_000_000_000
+    static func isEpoch(_ v: Double) -> Bool { v.isFinite && v >= 0 && v <= Double(maxEpoch) && v.rounded() == v }
+
     init(values v: [Double]) {
         func split(_ o: Int) -> SplitMetrics {
             var m = SplitMetrics()
@@ -46,17 +50,36 @@ public struct MetricsLog {
     public init(dir: String) { self.dir = dir }
 
     /// Every row of a run: metrics.h5, or metrics.csv where only that was kept
-    /// (results copied into docs/results). Columns are found by header name;
-    /// an empty cell is NaN. Empty when neither file reads.
-    public static func rows(ofRun dir: String) -> [EpochRow] {
+    /// (results copied into docs/results). Columns are found by header name
+    /// (RFC 4180, CSV.parse); an empty cell or a missing column is NaN. Empty
+    /// when neither file exists; a metrics.csv that does not read is an error
+    /// naming the file and line (a cell that is not a number, a row of the
+    /// wrong width, an epoch that is not a whole number), never a curve of
+    /// made-up points.
+    public static func rows(ofRun dir: String) throws -> [EpochRow] {
         let fromH5 = load(dir: dir, upTo: Int.max).rows
-        guard fromH5.isEmpty, let text = try? String(contentsOfFile: dir + "/metrics.csv", encoding: .utf8) else { return fromH5 }
-        let lines = text.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
-        guard let header = lines.first else { return [] }
-        let at = EpochRow.columns.map { header.firstIndex(of: $0) }
-        guard at[0] != nil else { return [] }
-        return lines.dropFirst().map { cells in
-            EpochRow(values: at.map { i in i.flatMap { $0 < cells.count ? Double(cells[$0]) : nil } ?? .nan })
+        let path = dir + "/metrics.csv"
+        guard fromH5.isEmpty, FileManager.default.fileExists(atPath: path) else { return fromH5 }
+        let records = try CSV.read(path)
+        guard let header = records.first else { return [] }
+        let at = EpochRow.columns.map { header.fields.firstIndex(of: $0) }
+        guard let epochColumn = at[0] else { throw RuntimeError("\(path) line \(header.line): the header has no column 'epoch'") }
+        return try records.dropFirst().map { r in
+            guard r.fields.count == header.fields.count else {
+                throw RuntimeError("\(path) line \(r.line): \(r.fields.count) fields, the header has \(header.fields.count)")
+            }
+            let values = try zip(EpochRow.columns, at).map { name, i -> Double in
+                guard let i, !r.fields[i].isEmpty else { return .nan }
+                guard let v = Double(r.fields[i]) else {
+                    throw RuntimeError("\(path) line \(r.line): \(name) '\(r.fields[i])' is not a number")
+                }
+                return v
+            }
+            guard EpochRow.isEpoch(values[0]) else {
+                throw RuntimeError("\(path) line \(r.line): epoch '\(r.fields[epochColumn])' is not a whole number "
+                                   + "in 0...\(EpochRow.maxEpoch)")
+            }
+            return EpochRow(values: values)
         }
     }
 
@@ -69,6 +92,8 @@ public struct MetricsLog {
         let width = shape[1]
         // Runs from before peak_rss_mib was logged have one column less.
         guard width == EpochRow.columns.count || width == EpochRow.columns.count - 1 else { return log }
+        // A file whose epochs are not whole numbers is not one this program wrote: read as no rows (as a wrong width is).
+        guard (0..<shape[0]).allSatisfy({ EpochRow.isEpoch(v[$0 * width]) }) else { return log }
         for r in 0..<shape[0] {
             let row = EpochRow(values: Array(v[(r * width)..<((r + 1) * width)]))
             if row.epoch <= epoch { log.rows.append(row) }
@@ -78,10 +103,9 @@ public struct MetricsLog {
 
     public mutating func append(_ row: EpochRow) throws {
         rows.append(row)
-        var csv = EpochRow.columns.joined(separator: ",") + "\n"
+        var csv = CSV.row(EpochRow.columns)
         for r in rows {
-            csv += r.values.enumerated().map { i, x in i == 0 ? String(Int(x)) : (x.isNaN ? "" : String(format: "%.6g", x)) }
-                .joined(separator: ",") + "\n"
+            csv += CSV.row(r.values.enumerated().map { i, x in i == 0 ? String(r.epoch) : (x.isNaN ? "" : String(format: "%.6g", x)) })
         }
         try durableWrite(dir + "/metrics.csv", data: Data(csv.utf8))
         try durableHDF5(dir + "/metrics.h5") { f in

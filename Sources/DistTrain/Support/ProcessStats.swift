@@ -25,7 +25,7 @@ func median(_ v: [Double]) -> Double {
 
 /// "1h05m" or "3m07s".
 func formatDuration(_ s: Double) -> String {
-    guard s.isFinite, s >= 0 else { return "?" }
+    guard s.isFinite, s >= 0, s < 1e15 else { return "?" }  // Int() of a larger value traps
     let t = Int(s.rounded())
     return t >= 3600 ? String(format: "%dh%02dm", t / 3600, (t % 3600) / 60) : String(format: "%dm%02ds", t / 60, t % 60)
 }
