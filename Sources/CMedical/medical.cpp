@@ -224,6 +224,10 @@ extern "C" int dt_dicom_read(const char *path, int want_pixels, dt_limits limits
         if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad() ||
             ds->findAndGetElement(DCM_PixelData, pixelData).bad() || !pixelData)
             refuse("not a DICOM image (no Rows, Columns or PixelData)");
+        // (7FE0,0010) is a DcmPixelData only with VR OB, OW or ox; a file may declare it LO, SQ or UN,
+        // and the compressed path below casts it.
+        if (pixelData->ident() != EVR_PixelData)
+            refuse(std::string("PixelData has VR ") + DcmVR(pixelData->getVR()).getVRName() + ", not OB or OW");
         if (rows == 0 || cols == 0) refuse("Rows " + str(rows) + ", Columns " + str(cols) + ": an image needs one row and one column at least");
         Sint32 frames = 1;
         if (ds->tagExistsWithValue(DCM_NumberOfFrames)) {
@@ -448,12 +452,12 @@ extern "C" int dt_nifti_read(const char *path, dt_limits limits, dt_nifti *out, 
             refuse("voxel data would end at byte " + str(header->offset + bytes) + " (vox_offset " + str(header->offset) + " + dim " + dims +
                    " x " + str(header->bytesPerVoxel) + " bytes), the file has " + str(fileSize) + " (truncated?)");
 
-        // NIfTI-1: a scl_slope of 0 means no scaling (scl_inter is then unused). A
-        // non-finite one, which niftilib quietly reads as 0, is refused: the stored
-        // values alone would be off by the intercept (HU - 1024 for most CT).
+        // NIfTI-1: a scl_slope of 0 means no scaling (scl_inter is then unused); a
+        // non-finite one is read the same way, as niftilib and nibabel read it (such
+        // headers exist: nibabel's own examples show scl_slope nan). A finite slope with
+        // a non-finite scl_inter has no reading and is refused.
         double slope = h->scl_slope, inter = h->scl_inter;
-        if (!std::isfinite(slope)) refuse("scl_slope " + num(slope) + " is not a finite number");
-        if (slope == 0) {
+        if (slope == 0 || !std::isfinite(slope)) {
             slope = 1; inter = 0;
         } else if (!std::isfinite(inter)) {
             refuse("scl_inter " + num(inter) + " is not a finite number");

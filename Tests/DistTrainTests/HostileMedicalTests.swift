@@ -361,10 +361,15 @@ final class HostileMedicalTests: XCTestCase {
         let zero = dir + "/slope0.nii"
         try write(Self.patched(good, [(Self.sclSlopeAt, Self.f32(0))]), to: zero)
         XCTAssertEqual(try NiftiVolume.read(zero).values, stored, "scl_slope 0: the stored values")
+        // A non-finite scl_slope is "no scaling" too, as niftilib and nibabel read it (scl_inter unused).
+        for (k, slope) in [Float.nan, .infinity].enumerated() {
+            let path = "\(dir)/slope-nonfinite-\(k).nii"
+            try write(Self.patched(good, [(Self.sclSlopeAt, Self.f32(slope)), (Self.sclInterAt, Self.f32(.nan))]), to: path)
+            XCTAssertEqual(try NiftiVolume.read(path).values, stored, "scl_slope \(slope): the stored values")
+        }
         let nifti: [([(Int, [UInt8])], String)] = [
-            ([(Self.sclSlopeAt, Self.f32(.nan))], "scl_slope nan is not a finite number"),
-            ([(Self.sclSlopeAt, Self.f32(.infinity))], "scl_slope inf is not a finite number"),
             ([(Self.sclInterAt, Self.f32(-.infinity))], "scl_inter -inf is not a finite number"),
+            ([(Self.sclInterAt, Self.f32(.nan))], "scl_inter nan is not a finite number"),
             ([(Self.sclSlopeAt, Self.f32(1e35))], "scl_slope 1e+35 with scl_inter -1024 takes INT16 values beyond float32"),
         ]
         for (k, (edits, words)) in nifti.enumerated() {
@@ -411,6 +416,19 @@ final class HostileMedicalTests: XCTestCase {
             try write(bytes, to: path)
             assertError(try DicomFile.read(path), contains: path, words)
             XCTAssertFalse(errorText { try DicomFile.read(path) }.contains("cannot be decoded here"))
+        }
+        // PixelData declared with a VR other than OB/OW (DCMTK would make it a string or a sequence, not
+        // pixel data) in a JPEG file: an error naming the file (DCMTK's parser refuses these layouts
+        // itself; the reader also checks the element's type before it reads fragments), never a crash.
+        let jpeg = Self.dicom(fragments: [[UInt8](repeating: 0x42, count: 64)])
+        let start = try XCTUnwrap((0..<(jpeg.count - 6)).last { jpeg[$0..<($0 + 6)].elementsEqual([0xE0, 0x7F, 0x10, 0x00, 0x4F, 0x42]) })
+        func renamed(_ vr: String) -> [UInt8] {
+            Array(jpeg[start...]).enumerated().map { $0.offset == 4 ? Array(vr.utf8)[0] : $0.offset == 5 ? Array(vr.utf8)[1] : $0.element }
+        }
+        for (vr, element) in [("LO", Self.element(0x7FE0, 0x0010, "LO", Array("abcd".utf8))), ("UN", renamed("UN")), ("SQ", renamed("SQ"))] {
+            let path = "\(dir)/pixeldata-\(vr).dcm"
+            try write(Array(jpeg[..<start]) + element, to: path)
+            for pixels in [true, false] { assertError(try DicomFile.read(path, pixels: pixels), contains: path) }
         }
         let j2k = fixtures + "medical/jpeg2000.dcm"
         assertError(try DicomFile.read(j2k), contains: "transfer syntax 1.2.840.10008.1.2.4.90 (JPEG 2000", "cannot be decoded here")
@@ -477,6 +495,19 @@ final class HostileMedicalTests: XCTestCase {
         let r = try runCommand([disttrainBinary, "prepare", "--images", data, "--out", out], timeout: 60)
         assertOneLineFailure(r, bomb, "2147483647 frames of 16x16")
         XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+
+    /// prepare's threads ask for one volume at once (consecutive slices): it is decoded once and
+    /// shared, not once per thread (memory would hold a copy per thread).
+    func testConcurrentReadsOfOneVolumeDecodeItOnce() throws {
+        let dir = makeTempDir("hm-cache"), path = dir + "/v.nii"
+        try write(try niftiBytes(dir), to: path)
+        let cache = MedicalCache()
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in _ = try? cache.load(path, maxPixels: 1 << 20) }
+        XCTAssertEqual(cache.decodes, 1)
+        _ = try cache.load(path, maxPixels: 1 << 20)
+        XCTAssertEqual(cache.decodes, 1, "a hit decodes nothing")
+        XCTAssertThrowsError(try cache.load(path, maxPixels: 4), "a smaller limit is not answered from the cache")
     }
 }
 

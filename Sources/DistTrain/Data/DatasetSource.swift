@@ -169,9 +169,20 @@ public enum DatasetSource {
         return "'\(oneLine(path))': not a regular file (\(kind))"
     }
 
-    /// `s` for a one-line message: CR and LF (legal in file names and quoted CSV fields) shown as \r and \n.
+    /// `s` for a one-line message: CR and LF (legal in file names and quoted CSV fields) shown as \r and \n,
+    /// and every other line break a terminal honours (VT, FF, NEL, U+2028, U+2029) as \u{...}.
     static func oneLine(_ s: String) -> String {
-        s.replacingOccurrences(of: "\r", with: "\\r").replacingOccurrences(of: "\n", with: "\\n")
+        guard s.unicodeScalars.contains(where: { $0.properties.isPatternWhitespace && $0 != " " && $0 != "\t" }) else { return s }
+        var out = ""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\u{0B}", "\u{0C}", "\u{85}", "\u{2028}", "\u{2029}": out += "\\u{\(String(u.value, radix: 16))}"
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out
     }
 
     /// The class names of a data set whose labels are checked: below `declared`

@@ -293,18 +293,37 @@ public struct MedicalSource: Sendable {
 final class MedicalCache: @unchecked Sendable {
     enum Entry { case dicom(DicomFile), nifti(NiftiVolume) }
     static let shared = MedicalCache()
-    private let lock = NSLock()
-    private var entries: [(path: String, entry: Entry)] = []
+    private let cond = NSCondition()
+    private var entries: [(key: String, entry: Entry)] = []
+    /// Files being decoded now. prepare's threads take consecutive slices, so all of them ask for
+    /// the same volume at once: one decodes it and the others wait for it, or memory would hold
+    /// (threads + 4) copies of a volume of up to 2^28 voxels, each decoded once per thread.
+    private var loading: Set<String> = []
+    /// Decodes done (a test counts them).
+    private(set) var decodes = 0
 
     func load(_ path: String, maxPixels: Int) throws -> Entry {
-        lock.lock()
-        if let hit = entries.first(where: { $0.path == path }) { lock.unlock(); return hit.entry }
-        lock.unlock()
-        let e: Entry = NiftiVolume.isNIfTI(path) ? .nifti(try NiftiVolume.read(path, maxPixels: maxPixels))
-            : .dicom(try DicomFile.read(path, maxPixels: maxPixels))
-        lock.lock(); defer { lock.unlock() }
-        entries.append((path, e))
-        if entries.count > 4 { entries.removeFirst() }
-        return e
+        let key = "\(maxPixels) \(path)"  // a file read under a larger limit is no answer for a smaller one
+        cond.lock()
+        while true {
+            if let hit = entries.first(where: { $0.key == key }) { cond.unlock(); return hit.entry }
+            if !loading.contains(key) { break }
+            cond.wait()
+        }
+        loading.insert(key)
+        decodes += 1
+        cond.unlock()
+        let result = Result { () throws -> Entry in
+            NiftiVolume.isNIfTI(path) ? .nifti(try NiftiVolume.read(path, maxPixels: maxPixels)) : .dicom(try DicomFile.read(path, maxPixels: maxPixels))
+        }
+        cond.lock()
+        loading.remove(key)
+        if case .success(let e) = result {
+            entries.append((key, e))
+            if entries.count > 4 { entries.removeFirst() }
+        }
+        cond.broadcast()  // waiters take the entry, or decode themselves after a failure (and fail alike)
+        cond.unlock()
+        return try result.get()
     }
 }

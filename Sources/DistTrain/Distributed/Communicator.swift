@@ -12,6 +12,10 @@ public protocol Communicator: AnyObject {
     /// Rank 0's bytes to every rank.
     func broadcast(_ data: UnsafeMutableRawPointer, bytes: Int)
     func barrier()
+    /// A barrier without the collective time limit (CollectiveWatchdog), for
+    /// the ranks waiting while rank 0 does set-up work as long as the data
+    /// (preparing a data set folder on a first run).
+    func barrierWithoutTimeLimit()
     /// Ends the whole job: prints `[rank N] error: ...` and exits non-zero on every rank.
     func abort(_ message: String) -> Never
     /// Starts an in-place sum of `count` floats (MPI_Iallreduce); the data may

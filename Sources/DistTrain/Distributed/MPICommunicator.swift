@@ -41,10 +41,12 @@ public final class MPICommunicator: Communicator {
             FileHandle.standardError.write(Data("[rank \(rank)] error: \(error)\n".utf8))
             MPI_Abort(comm, 1)
         }
-        watchdog = CollectiveWatchdog(limit: limit) { [comm, rank] message in
+        // MPI_Abort from the watchdog's thread needs MPI_THREAD_MULTIPLE (the main thread is inside a
+        // collective); without it the rank exits, and mpirun ends the job as for any rank that dies.
+        watchdog = CollectiveWatchdog(limit: limit) { [comm, rank, backgroundReduction] message in
             FileHandle.standardError.write(Data("[rank \(rank)] error: \(message)\n".utf8))
-            MPI_Abort(comm, 1)
-            exit(1)
+            if backgroundReduction { MPI_Abort(comm, 1) }
+            _exit(1)
         }
     }
 
@@ -104,6 +106,7 @@ public final class MPICommunicator: Communicator {
     }
 
     public func barrier() { check(watchdog.watch("MPI_Barrier") { MPI_Barrier(comm) }, "MPI_Barrier") }
+    public func barrierWithoutTimeLimit() { check(MPI_Barrier(comm), "MPI_Barrier") }
 
     private var requests: [MPI_Request?] = []
 

@@ -10,6 +10,7 @@ public final class SingleProcess: Communicator {
     public func allreduceMax(_ value: Double) -> Double { value }
     public func broadcast(_ data: UnsafeMutableRawPointer, bytes: Int) {}
     public func barrier() {}
+    public func barrierWithoutTimeLimit() {}
     public func startAllreduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) {}
     public func progress() {}
     public func waitAll() {}

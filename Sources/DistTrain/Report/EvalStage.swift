@@ -27,8 +27,11 @@ public enum EvalStage {
     /// and (rank 0) writes the report.
     public static func run(config: TrainConfig, comm: Communicator, checkpoint: String, cams: [CAMKind] = CAMKind.allCases,
                            layer: String = "layer4", tta: TestTimeAugmentation = .none) throws -> EvalSummary {
-        // Every rank: the run's precision, and the checkpoint against config.json before the network is built.
-        try RunModel.prepare(checkpoint, config: config, configPath: config.run + "/config.json")
+        // Every rank: the run's precision; rank 0, which alone reads the checkpoint (the run folder may be
+        // on its node only), checks it against config.json before the network is built (a failure there
+        // ends the job through MPI_Abort).
+        try RunModel.setPrecision(config, configPath: config.run + "/config.json")
+        if comm.isRoot { try RunModel.check(checkpoint, config: config, configPath: config.run + "/config.json") }
         let evaluator = try Evaluator(config: config, comm: comm)
         if comm.isRoot { try Checkpoint.load(checkpoint, into: evaluator.net) }
         ReplicaSync.broadcastModel(evaluator.net, comm)

@@ -112,14 +112,7 @@ public enum RunModel {
         }
     }
 
-    /// The precision set and the checkpoint checked (`check`): what every
-    /// command does before it builds a run's network.
-    public static func prepare(_ checkpoint: String, config: TrainConfig, configPath: String) throws {
-        try setPrecision(config, configPath: configPath)
-        try check(checkpoint, config: config, configPath: configPath)
-    }
-
-    /// `prepare`, then the network built and the checkpoint's model/ loaded into it.
+    /// The precision set, the checkpoint checked (`check`), then the network built and the checkpoint's model/ loaded into it.
     /// `precision: false` for export, which runs no GEMM (the ONNX weights are fp32
     /// either way), so a bf16 run exports on a CPU without AVX512-BF16.
     public static func load(_ checkpoint: String, config: TrainConfig, configPath: String, precision: Bool = true) throws -> ResNet {

@@ -56,7 +56,9 @@ enum CSV {
             case "\r", "\n":
                 if c == "\r", let n = it.next(), n != "\n" { pending = n }
                 flush(); endRecord(); line += 1; start = line
-            case "\"" where field.isEmpty && scalars.isEmpty && !afterQuote:
+            case "\"" where field.isEmpty && scalars.allSatisfy({ $0 == " " || $0 == "\t" }) && !afterQuote:
+                // Spaces before an opening quote (`a, "b"`, as people write CSVs by hand) are not part of the field.
+                scalars.removeAll()
                 quoted = true; wasQuoted = true
             case " " where afterQuote, "\t" where afterQuote:
                 continue
@@ -72,8 +74,9 @@ enum CSV {
         return out
     }
 
-    /// `parse` of a file, with "cannot read" naming it.
+    /// `parse` of a file, with "cannot read" naming it; only a regular file is opened.
     static func read(_ path: String) throws -> [Record] {
+        if let problem = DatasetSource.regularFileProblem(path) { throw RuntimeError(problem) }  // a FIFO would block for ever
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw RuntimeError("cannot read '\(path)' (missing, unreadable or not UTF-8)") }
         return try parse(text, path: path)
     }

@@ -19,7 +19,7 @@ public func startTraining(_ config: TrainConfig, comm: Communicator, debug: Bool
         cfg = try RunSetup.resolveData(cfg)
         try cfg.save(to: cfg.run + "/config.json")
     }
-    comm.barrier()
+    comm.barrierWithoutTimeLimit()  // rank 0 may be preparing a whole image folder (a first run)
     cfg = try comm.broadcast(cfg)
     let trainer = try Trainer(config: cfg, comm: comm, debug: debug)
     try trainer.run()
