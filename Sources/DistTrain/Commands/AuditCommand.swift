@@ -29,7 +29,7 @@ struct AuditData: ParsableCommand {
         guard FileManager.default.fileExists(atPath: data, isDirectory: &isDir) else { throw RuntimeError("'\(data)' does not exist") }
         let path = isDir.boolValue ? try RunSetup.preparedCache(of: data, next: out) : data
         let ds = try Dataset(path: path)
-        threading.apply()
+        _ = threading.apply()
         let t0 = now()
         let result = try Audit.run(ds, threshold: threshold)
         try AuditPage.write(result, dataset: ds, to: out, show: show)
