@@ -2,11 +2,23 @@ import Foundation
 
 // Optimizers with PyTorch's exact update rules (torch.optim.SGD, AdamW),
 // over the contiguous parameter and gradient buffers of a ParameterStore.
-// State (momentum, Adam moments) is one allocation laid out like the
-// parameters, so it can be saved per state_dict key and broadcast as one block.
+// State is a list of named buffers (PyTorch's state names), each one allocation
+// laid out like the parameters: checkpoints, loading and the rank broadcast walk
+// the list, so an optimizer with another buffer adds a name here and nothing there.
 // Frozen entries are skipped entirely (their state does not move).
 
-public enum OptimizerKind: String, Codable, CaseIterable, Sendable { case sgd, adamw }
+public enum OptimizerKind: String, Codable, CaseIterable, Sendable {
+    case sgd, adamw
+
+    /// The per-parameter state tensors, as torch.optim names them in its state_dict
+    /// (SGD keeps its momentum buffer even at momentum 0, where PyTorch keeps None: zeros).
+    public var stateNames: [String] {
+        switch self {
+        case .sgd: ["momentum_buffer"]
+        case .adamw: ["exp_avg", "exp_avg_sq"]
+        }
+    }
+}
 
 public struct OptimizerConfig: Codable, Sendable, Equatable {
     public var kind: OptimizerKind
@@ -25,13 +37,32 @@ public struct OptimizerConfig: Codable, Sendable, Equatable {
     }
 }
 
+/// One named state tensor of an optimizer, laid out as the store's parameters:
+/// entry `e`'s state is `values[e.offset ..< e.offset + e.count]`. Owned (and
+/// freed) by its Optimizer.
+public struct OptimizerState {
+    public let name: String
+    public let values: UnsafeMutablePointer<Float>
+    /// Floats in the buffer: the store's parameterCount.
+    public let count: Int
+
+    public func read(_ e: StateEntry) -> [Float] {
+        precondition(e.kind == .parameter, "\(e.name) has no optimizer state")
+        return Array(UnsafeBufferPointer(start: values + e.offset, count: e.count))
+    }
+
+    public func write(_ e: StateEntry, _ v: [Float]) {
+        precondition(e.kind == .parameter && v.count == e.count, "\(e.name)/\(name): \(v.count) values for shape \(e.shape)")
+        v.withUnsafeBufferPointer { (values + e.offset).update(from: $0.baseAddress!, count: e.count) }
+    }
+}
+
 public final class Optimizer {
-    public var config: OptimizerConfig
+    /// Fixed at init: the kind decides which state buffers exist.
+    public let config: OptimizerConfig
     unowned let store: ParameterStore
-    /// SGD: momentum buffer. AdamW: exp_avg. Laid out as `store.values`.
-    public let state1: UnsafeMutablePointer<Float>
-    /// AdamW: exp_avg_sq.
-    public let state2: UnsafeMutablePointer<Float>
+    /// The per-parameter state, in `config.kind.stateNames` order.
+    public let state: [OptimizerState]
     /// Steps taken per entry (PyTorch keeps `step` per parameter; frozen ones lag).
     public var steps: [Int64]
     /// Per entry: multiplier of the learning rate (e.g. 0.1 for a backbone).
@@ -40,17 +71,17 @@ public final class Optimizer {
     public init(_ config: OptimizerConfig, store: ParameterStore) {
         self.config = config
         self.store = store
-        let n = max(store.parameterCount, 1)
-        state1 = .allocate(capacity: n); state1.initialize(repeating: 0, count: n)
-        state2 = .allocate(capacity: n); state2.initialize(repeating: 0, count: n)
+        let n = store.parameterCount
+        state = config.kind.stateNames.map { name in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+            p.initialize(repeating: 0, count: max(n, 1))
+            return OptimizerState(name: name, values: p, count: n)
+        }
         steps = Array(repeating: 0, count: store.entries.count)
         lrScale = Array(repeating: 1, count: store.entries.count)
     }
 
-    deinit { state1.deallocate(); state2.deallocate() }
-
-    /// Names of the state tensors per parameter key, as PyTorch calls them.
-    public var stateNames: [String] { config.kind == .sgd ? ["momentum_buffer"] : ["exp_avg", "exp_avg_sq"] }
+    deinit { for s in state { s.values.deallocate() } }
 
     public func setLRScale(_ scale: Float, prefixes: [String]) {
         for (i, e) in store.entries.enumerated() where e.kind == .parameter {
@@ -63,11 +94,11 @@ public final class Optimizer {
         for (i, e) in store.entries.enumerated() where e.kind == .parameter && !store.frozen[i] {
             steps[i] += 1
             let p = store.values + e.offset, g = store.grads + e.offset
-            let a = state1 + e.offset, b = state2 + e.offset
             let lr = lr * Double(lrScale[i])
+            // Positions follow `stateNames` of the kind.
             switch config.kind {
-            case .sgd: sgd(p, g, a, e.count, lr: lr, first: steps[i] == 1)
-            case .adamw: adamw(p, g, a, b, e.count, lr: lr, t: steps[i])
+            case .sgd: sgd(p, g, state[0].values + e.offset, e.count, lr: lr, first: steps[i] == 1)
+            case .adamw: adamw(p, g, state[0].values + e.offset, state[1].values + e.offset, e.count, lr: lr, t: steps[i])
             }
         }
     }

@@ -15,11 +15,10 @@ public enum ReplicaSync {
         comm.broadcast(UnsafeMutableRawPointer(s.counters), bytes: s.counterCount * 8)
     }
 
-    /// Both moment buffers and the per-parameter step counts from rank 0.
-    public static func broadcastOptimizer(_ optimizer: Optimizer, parameterCount: Int, _ comm: Communicator) {
+    /// Every state buffer of the optimizer and the per-parameter step counts from rank 0.
+    public static func broadcastOptimizer(_ optimizer: Optimizer, _ comm: Communicator) {
         guard comm.size > 1 else { return }
-        comm.broadcast(UnsafeMutableRawPointer(optimizer.state1), bytes: parameterCount * 4)
-        comm.broadcast(UnsafeMutableRawPointer(optimizer.state2), bytes: parameterCount * 4)
+        for state in optimizer.state { comm.broadcast(UnsafeMutableRawPointer(state.values), bytes: state.count * 4) }
         var steps = optimizer.steps
         comm.broadcast(&steps)
         optimizer.steps = steps

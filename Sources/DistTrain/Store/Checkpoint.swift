@@ -27,10 +27,8 @@ public enum Checkpoint {
                 }
             }
             for e in s.entries where e.kind == .parameter {
-                for (k, name) in optimizer.stateNames.enumerated() {
-                    let base = k == 0 ? optimizer.state1 : optimizer.state2
-                    let v = Array(UnsafeBufferPointer(start: base + e.offset, count: e.count))
-                    try f.write("optimizer/\(e.name)/\(name)", shape: e.shape, floats: v)
+                for state in optimizer.state {
+                    try f.write("optimizer/\(e.name)/\(state.name)", shape: e.shape, floats: state.read(e))
                 }
             }
             try f.write("optimizer/steps", shape: [optimizer.steps.count], int64s: optimizer.steps)

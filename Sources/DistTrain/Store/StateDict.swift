@@ -112,8 +112,8 @@ public enum StateDict {
     public static func loadOptimizer(_ file: HDF5File, into opt: Optimizer, of net: ResNet) throws {
         let what = "checkpoint '\(file.path)'"
         for e in net.store.entries where e.kind == .parameter {
-            for (k, name) in opt.stateNames.enumerated() {
-                let key = "optimizer/\(e.name)/\(name)"
+            for state in opt.state {
+                let name = state.name, key = "optimizer/\(e.name)/\(name)"
                 guard file.exists(key) else { throw RuntimeError("\(what) has no optimizer state '\(e.name)/\(name)'") }
                 let shape = try file.shape(key)
                 guard shape == e.shape else {
@@ -123,8 +123,7 @@ public enum StateDict {
                 guard v.count == e.count, v.allSatisfy(\.isFinite) else {
                     throw RuntimeError("\(what): optimizer state '\(e.name)/\(name)' is not \(e.count) finite values")
                 }
-                let base = k == 0 ? opt.state1 : opt.state2
-                v.withUnsafeBufferPointer { (base + e.offset).update(from: $0.baseAddress!, count: e.count) }
+                state.write(e, v)
             }
         }
         let steps = try file.readInt64s("optimizer/steps").values

@@ -62,7 +62,7 @@ public final class Trainer {
             }
         }
         ReplicaSync.broadcastModel(net, comm)
-        ReplicaSync.broadcastOptimizer(optimizer, parameterCount: net.store.parameterCount, comm)
+        ReplicaSync.broadcastOptimizer(optimizer, comm)
         state = try comm.broadcast(state)
         if let ema, comm.size > 1 {
             var v = ema.values
