@@ -14,8 +14,10 @@
 //   dbeta = sum(dy), dgamma = sum(dy * xhat),
 //   dx = gamma * istd * (dy - dbeta/m - xhat * dgamma/m).
 // In eval mode the statistics are constants: dx = gamma * istd * dy.
-// With the fused ReLU, y > 0 exactly where the pre-activation is > 0, so the
-// mask comes from y itself and dy is zeroed where y == 0.
+// With the fused ReLU, dy is zeroed where the pre-activation was not > 0. The
+// NCHW paths read that from y (y > 0 exactly there); the channels-last path
+// recomputes x * scale + shift instead (its y may be bfloat16, or already
+// overwritten by a later layer; NHWC.masked).
 //
 // Synchronised (SyncBatchNorm, `statisticsReducer` set, train mode): the
 // per-channel sums are summed over all ranks before use, so mu and var are
@@ -37,12 +39,14 @@ public final class BatchNorm2d {
     public var statisticsReducer: ((UnsafeMutablePointer<Double>, Int) -> Void)?
     public let output = Tensor()
     public let dinput = Tensor()
+    /// The threads its loops split over (its engine's).
+    let parallel: Parallel
     private var input: Tensor?
     private var mean: [Float], istd: [Float]
     private var usedBatchStats = true
 
-    public init(store: ParameterStore, name: String, C: Int, relu: Bool) {
-        self.C = C; self.store = store; self.fusedReLU = relu
+    public init(store: ParameterStore, name: String, C: Int, relu: Bool, engine: Engine = Engine()) {
+        self.C = C; self.store = store; self.fusedReLU = relu; self.parallel = engine.parallel
         weight = store.declare(name + ".weight", [C], .parameter)
         bias = store.declare(name + ".bias", [C], .parameter)
         runningMean = store.declare(name + ".running_mean", [C], .buffer)
@@ -75,7 +79,7 @@ public final class BatchNorm2d {
         let training = self.training
         mean.withUnsafeMutableBufferPointer { meanp in
         istd.withUnsafeMutableBufferPointer { istdp in
-            Parallel.chunks(C, grain: 1) { lo, hi in
+            parallel.chunks(C, grain: 1) { lo, hi in
                 for c in lo..<hi {
                     var mu: Float, inv: Float
                     if training {
@@ -121,12 +125,14 @@ public final class BatchNorm2d {
             return backwardChannelsLast(dy, usedBatchStats ? statisticsReducer : nil, bf16: bf16Gradient)
         }
         if usedBatchStats, let reduce = statisticsReducer { return backwardSynchronised(dy, reduce) }
-        let (N, HW, xp, yp, dyp, dxp, g, dg, db, frozen) = beginBackward(dy)
+        let o = beginBackward(dy)
+        let N = o.N, HW = o.HW, xp = o.x, yp = o.y, dyp = o.dy, dxp = o.dx
+        let g = o.gamma, dg = o.dgamma, db = o.dbeta, frozen = o.frozen
         let C = self.C
         let m = Float(N * HW), relu = fusedReLU, batchStats = usedBatchStats
         mean.withUnsafeBufferPointer { meanp in
         istd.withUnsafeBufferPointer { istdp in
-            Parallel.chunks(C, grain: 1) { lo, hi in
+            parallel.chunks(C, grain: 1) { lo, hi in
                 for c in lo..<hi {
                     let mu = meanp[c], inv = istdp[c]
                     // Sums of dy and dy*xhat (after the ReLU mask).
@@ -178,7 +184,7 @@ public final class BatchNorm2d {
         // Sums over this rank, then over all ranks: sum(x) per channel and the count; then sum((x - mu)^2).
         var sums = [Double](repeating: 0, count: C + 1)
         sums.withUnsafeMutableBufferPointer { s in
-            Parallel.chunks(C, grain: 1) { lo, hi in
+            parallel.chunks(C, grain: 1) { lo, hi in
                 for c in lo..<hi { for n in 0..<N { s[c] += Double(vsum(xp + (n * C + c) * HW, HW)) } }
             }
             s[C] = Double(N * HW)
@@ -188,7 +194,7 @@ public final class BatchNorm2d {
         for c in 0..<C { mean[c] = Float(sums[c] / M) }
         var deviations = [Double](repeating: 0, count: C)
         mean.withUnsafeBufferPointer { meanp in deviations.withUnsafeMutableBufferPointer { d in
-            Parallel.chunks(C, grain: 1) { lo, hi in
+            parallel.chunks(C, grain: 1) { lo, hi in
                 for c in lo..<hi { for n in 0..<N { d[c] += Double(vsumSquaredDeviations(xp + (n * C + c) * HW, HW, meanp[c])) } }
             }
             reduce(d.baseAddress!, C)
@@ -196,7 +202,7 @@ public final class BatchNorm2d {
         updateStatistics(variance: { deviations[$0] / M }, count: M)
         let relu = fusedReLU
         mean.withUnsafeBufferPointer { meanp in istd.withUnsafeBufferPointer { istdp in
-            Parallel.chunks(C, grain: 1) { lo, hi in
+            parallel.chunks(C, grain: 1) { lo, hi in
                 for c in lo..<hi {
                     let scale = g[c] * istdp[c], shift = b[c] - meanp[c] * scale
                     for n in 0..<N {
@@ -211,27 +217,35 @@ public final class BatchNorm2d {
         return output
     }
 
-    /// The forward's input and its sizes; dinput shaped like it.
-    /// What both backward paths read and write: sizes, x, y, dy, dx, gamma, dgamma, dbeta, and whether gamma is frozen.
-    private func beginBackward(_ dy: Tensor) -> (N: Int, HW: Int, x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>,
-                                                 dy: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>,
-                                                 gamma: UnsafeMutablePointer<Float>, dgamma: UnsafeMutablePointer<Float>,
-                                                 dbeta: UnsafeMutablePointer<Float>, frozen: Bool) {
+    /// What every backward path reads and writes: sizes, x, y, dy, dx, gamma, dgamma, dbeta,
+    /// and whether gamma is frozen (`beginBackward`).
+    private struct BackwardOperands {
+        let N, HW: Int
+        let x, y, dy, dx: UnsafeMutablePointer<Float>
+        let gamma, dgamma, dbeta: UnsafeMutablePointer<Float>
+        let frozen: Bool
+    }
+
+    /// The forward's input and its sizes, dinput shaped like it.
+    private func beginBackward(_ dy: Tensor) -> BackwardOperands {
         guard let x = input else { preconditionFailure("batchnorm backward before forward") }
         precondition(dy.channelsLast == x.channelsLast && dy.shape == x.shape, "batchnorm backward: dy \(dy.shape) unlike x \(x.shape)")
         dinput.resize(x.shape, channelsLast: x.channelsLast)
-        return (x.shape[0], x.shape[2] * x.shape[3], x.data, output.data, dy.data, dinput.data, store.values + weight.offset,
-                store.grads + weight.offset, store.grads + bias.offset, store.isFrozen(weight))
+        return BackwardOperands(N: x.shape[0], HW: x.shape[2] * x.shape[3], x: x.data, y: output.data, dy: dy.data, dx: dinput.data,
+                                gamma: store.values + weight.offset, dgamma: store.grads + weight.offset,
+                                dbeta: store.grads + bias.offset, frozen: store.isFrozen(weight))
     }
 
     private func backwardSynchronised(_ dy: Tensor, _ reduce: (UnsafeMutablePointer<Double>, Int) -> Void) {
-        let (N, HW, xp, yp, dyp, dxp, g, dg, db, frozen) = beginBackward(dy)
+        let o = beginBackward(dy)
+        let N = o.N, HW = o.HW, xp = o.x, yp = o.y, dyp = o.dy, dxp = o.dx
+        let g = o.gamma, dg = o.dgamma, db = o.dbeta, frozen = o.frozen
         let C = self.C
         let relu = fusedReLU
         // [sum(dy) per channel, sum(dy * (x - mu)) per channel, count]: this rank's, then all ranks'.
         var local = [Double](repeating: 0, count: 2 * C + 1)
         mean.withUnsafeBufferPointer { meanp in local.withUnsafeMutableBufferPointer { s in
-            Parallel.chunks(C, grain: 1) { lo, hi in
+            parallel.chunks(C, grain: 1) { lo, hi in
                 for c in lo..<hi {
                     for n in 0..<N {
                         let off = (n * C + c) * HW
@@ -246,7 +260,7 @@ public final class BatchNorm2d {
         global.withUnsafeMutableBufferPointer { reduce($0.baseAddress!, 2 * C + 1) }
         let M = Float(global[2 * C])
         mean.withUnsafeBufferPointer { meanp in istd.withUnsafeBufferPointer { istdp in
-            Parallel.chunks(C, grain: 1) { lo, hi in
+            parallel.chunks(C, grain: 1) { lo, hi in
                 for c in lo..<hi {
                     let mu = meanp[c], inv = istdp[c]
                     if !frozen { db[c] += Float(local[c]); dg[c] += Float(local[C + c]) * inv }
@@ -282,13 +296,13 @@ public final class BatchNorm2d {
         let xp = x.data, yp = output.data
         let g = store.values + weight.offset, b = store.values + bias.offset
         if training, let reduce {
-            var sums = Parallel.reduce(R, grain: 256, width: C) { lo, hi, acc in NHWC.channelSums(xp, lo, hi, C: C, mean: nil, into: acc) }
+            var sums = parallel.reduce(R, grain: 256, width: C) { lo, hi, acc in NHWC.channelSums(xp, lo, hi, C: C, mean: nil, into: acc) }
             sums.append(Double(R))
             sums.withUnsafeMutableBufferPointer { reduce($0.baseAddress!, C + 1) }
             let M = sums[C]
             for c in 0..<C { mean[c] = Float(sums[c] / M) }
             var deviations = mean.withUnsafeBufferPointer { mp in
-                Parallel.reduce(R, grain: 256, width: C) { lo, hi, acc in NHWC.channelSums(xp, lo, hi, C: C, mean: mp.baseAddress!, into: acc) }
+                parallel.reduce(R, grain: 256, width: C) { lo, hi, acc in NHWC.channelSums(xp, lo, hi, C: C, mean: mp.baseAddress!, into: acc) }
             }
             deviations.withUnsafeMutableBufferPointer { reduce($0.baseAddress!, C) }
             updateStatistics(variance: { deviations[$0] / M }, count: M)
@@ -298,7 +312,7 @@ public final class BatchNorm2d {
             for r in 0..<head { for c in 0..<C { k[c] += xp[r * C + c] } }
             for c in 0..<C { k[c] /= Float(head) }
             let m = k.withUnsafeBufferPointer { kp in
-                Parallel.reduce(R, grain: 256, width: 2 * C) { lo, hi, acc in NHWC.shiftedMoments(xp, lo, hi, C: C, shift: kp.baseAddress!, into: acc) }
+                parallel.reduce(R, grain: 256, width: 2 * C) { lo, hi, acc in NHWC.shiftedMoments(xp, lo, hi, C: C, shift: kp.baseAddress!, into: acc) }
             }
             let M = Double(R)
             var variance = [Double](repeating: 0, count: C)
@@ -316,7 +330,7 @@ public final class BatchNorm2d {
         shift = (0..<C).map { b[$0] - mean[$0] * scale[$0] }
         let relu = fusedReLU
         scale.withUnsafeBufferPointer { sp in shift.withUnsafeBufferPointer { tp in
-            Parallel.chunks(R, grain: 256) { lo, hi in
+            parallel.chunks(R, grain: 256) { lo, hi in
                 NHWC.affine(xp, yp, bf16: bf16, lo, hi, C: C, scale: sp.baseAddress!, shift: tp.baseAddress!, relu: relu)
             }
         } }
@@ -325,13 +339,15 @@ public final class BatchNorm2d {
 
     /// As backward and backwardSynchronised, on NHWC; the ReLU mask from x and the forward's affine map.
     private func backwardChannelsLast(_ dy: Tensor, _ reduce: ((UnsafeMutablePointer<Double>, Int) -> Void)?, bf16: Bool) {
-        let (N, HW, xp, _, dyp, dxp, g, dg, db, frozen) = beginBackward(dy)
+        let o = beginBackward(dy)
+        let N = o.N, HW = o.HW, xp = o.x, dyp = o.dy, dxp = o.dx
+        let g = o.gamma, dg = o.dgamma, db = o.dbeta, frozen = o.frozen
         if bf16 { dinput.resize(dinput.shape, channelsLast: true, bf16: true) }
         let C = self.C, R = N * HW, batchStats = usedBatchStats
         scale.withUnsafeBufferPointer { sp in shift.withUnsafeBufferPointer { tp in
             let relu = fusedReLU ? NHWC.ReLUMask(scale: sp.baseAddress!, shift: tp.baseAddress!) : nil
             let local = mean.withUnsafeBufferPointer { mp in
-                Parallel.reduce(R, grain: 256, width: 2 * C) { lo, hi, acc in
+                parallel.reduce(R, grain: 256, width: 2 * C) { lo, hi, acc in
                     NHWC.gradientSums(x: xp, dy: dyp, lo, hi, C: C, mean: mp.baseAddress!, relu: relu, into: acc)
                 }
             }
@@ -348,7 +364,7 @@ public final class BatchNorm2d {
             }
             mean.withUnsafeBufferPointer { mp in k.withUnsafeBufferPointer { kp in a1.withUnsafeBufferPointer { a1p in
             a2.withUnsafeBufferPointer { a2p in
-                Parallel.chunks(R, grain: 256) { lo, hi in
+                parallel.chunks(R, grain: 256) { lo, hi in
                     NHWC.gradientApply(x: xp, dy: dyp, dx: dxp, bf16: bf16, lo, hi, C: C, mean: mp.baseAddress!, k: kp.baseAddress!,
                                        a1: a1p.baseAddress!, a2: a2p.baseAddress!, relu: relu)
                 }

@@ -15,20 +15,15 @@
 
 import Foundation
 
-extension Conv2d {
-    /// Whether convolutions now write channels-last outputs: oneDNN in bf16.
-    public static var channelsLast: Bool { backend == .onednn && Precision.current == .bf16 }
-}
-
 extension Tensor {
-    /// self = `x` in the asked memory order (a copy; a transposition when the orders differ).
-    public func assign(_ x: Tensor, channelsLast last: Bool) {
+    /// self = `x` in the asked memory order (a copy; a transposition when the orders differ, over `parallel`).
+    public func assign(_ x: Tensor, channelsLast last: Bool, parallel: Parallel = Parallel(threads: 1)) {
         guard x.channelsLast != last else { return copy(from: x) }
         precondition(!x.bf16, "a layout change of bfloat16 memory")
         resize(x.shape, channelsLast: last)
         let N = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3]
         let src = x.data, dst = data
-        Parallel.chunks(N * HW, grain: 256) { lo, hi in
+        parallel.chunks(N * HW, grain: 256) { lo, hi in
             for r in lo..<hi {
                 let n = r / HW, p = r % HW
                 for c in 0..<C {
@@ -43,7 +38,7 @@ extension Tensor {
 extension Parallel {
     /// Per-chunk sums of `width` Doubles: body(lo, hi, partial) adds rows lo..<hi into
     /// its own zeroed `partial`; returns the sum of the partials.
-    static func reduce(_ n: Int, grain: Int, width: Int, _ body: (Int, Int, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
+    func reduce(_ n: Int, grain: Int, width: Int, _ body: (Int, Int, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
         let t = min(threads, max(1, n / max(grain, 1)))
         var partials = [Double](repeating: 0, count: t * width)
         partials.withUnsafeMutableBufferPointer { p in

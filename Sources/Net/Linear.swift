@@ -6,12 +6,15 @@ public final class Linear {
     public let IN, OUT: Int
     public let weight, bias: ParamRef
     unowned let store: ParameterStore
+    /// Precision and threads of its GEMMs.
+    public let engine: Engine
     public let output = Tensor()
     public let dinput = Tensor()
     private var input: Tensor?
 
-    public init(store: ParameterStore, name: String, IN: Int, OUT: Int) {
-        self.IN = IN; self.OUT = OUT; self.store = store
+    public init(store: ParameterStore, name: String, IN: Int, OUT: Int, engine: Engine = Engine()) {
+        engine.requireSupported()
+        self.IN = IN; self.OUT = OUT; self.store = store; self.engine = engine
         weight = store.declare(name + ".weight", [OUT, IN], .parameter)
         bias = store.declare(name + ".bias", [OUT], .parameter)
     }
@@ -24,7 +27,7 @@ public final class Linear {
         output.resize([N, OUT])
         let w = store.values + weight.offset, b = store.values + bias.offset
         for n in 0..<N { (output.data + n * OUT).update(from: b, count: OUT) }
-        sgemm(transB: true, M: N, N: OUT, K: IN, A: x.data, lda: IN, B: w, ldb: IN, beta: 1, C: output.data, ldc: OUT)
+        engine.sgemm(transB: true, M: N, N: OUT, K: IN, A: x.data, lda: IN, B: w, ldb: IN, beta: 1, C: output.data, ldc: OUT)
         return output
     }
 
@@ -33,13 +36,13 @@ public final class Linear {
         let N = x.shape[0]
         if !store.isFrozen(weight) {
             let dw = store.grads + weight.offset, db = store.grads + bias.offset
-            sgemm(transA: true, M: OUT, N: IN, K: N, A: dy.data, lda: OUT, B: x.data, ldb: IN, beta: 1, C: dw, ldc: IN)
+            engine.sgemm(transA: true, M: OUT, N: IN, K: N, A: dy.data, lda: OUT, B: x.data, ldb: IN, beta: 1, C: dw, ldc: IN)
             for n in 0..<N { for o in 0..<OUT { db[o] += dy.data[n * OUT + o] } }
         }
         if needInputGrad {
             dinput.resize(x.shape)
             let w = store.values + weight.offset
-            sgemm(M: N, N: IN, K: OUT, A: dy.data, lda: OUT, B: w, ldb: IN, beta: 0, C: dinput.data, ldc: IN)
+            engine.sgemm(M: N, N: IN, K: OUT, A: dy.data, lda: OUT, B: w, ldb: IN, beta: 0, C: dinput.data, ldc: IN)
         }
     }
 }

@@ -1,24 +1,19 @@
-import CDNNL
 import Foundation
 
 /// Threads for the engine: GEMMs are split over them and so are its own
-/// loops (BN, ReLU, im2col, pooling). Set once at start-up with
-/// `Parallel.configure(threads:)`, before training.
-public enum Parallel {
-    nonisolated(unsafe) public private(set) static var threads: Int = 1
+/// loops (BN, ReLU, im2col, pooling). A value: each layer holds its engine's
+/// (`Engine.parallel`), so two models in one process may use different counts.
+/// The pool behind it is GCD's, which needs no setting.
+public struct Parallel: Sendable, Equatable {
+    public let threads: Int
 
-    /// Uses `n` threads for the engine and keeps OpenBLAS single-threaded.
-    public static func configure(threads n: Int) {
-        threads = max(1, n)
-        BLAS.setThreads(1)
-        dt_dnnl_set_threads(Int32(threads))
-    }
+    public init(threads: Int) { self.threads = max(1, threads) }
 
     /// Runs body(lo, hi) over `0..<n` split into at most `threads` contiguous
     /// chunks (boundaries rounded to multiples of `align`). Work below `grain`
     /// items per thread runs inline on the caller.
     @inline(__always)
-    public static func chunks(_ n: Int, grain: Int = 1, align: Int = 1, _ body: (Int, Int) -> Void) {
+    public func chunks(_ n: Int, grain: Int = 1, align: Int = 1, _ body: (Int, Int) -> Void) {
         let t = min(threads, max(1, n / max(grain, 1)))
         if t <= 1 || n <= 1 {
             body(0, n)

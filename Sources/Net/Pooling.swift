@@ -10,12 +10,14 @@ public final class MaxPool2d {
     public let kernel, stride, pad: Int
     public let output = Tensor()
     public let dinput = Tensor()
+    /// The threads its loops split over (its engine's).
+    let parallel: Parallel
     /// Flat index into x[n, c] (h*W + w) of each output's maximum.
     private var argmax: [Int32] = []
     private var inShape: [Int] = []
 
-    public init(kernel: Int = 3, stride: Int = 2, pad: Int = 1) {
-        self.kernel = kernel; self.stride = stride; self.pad = pad
+    public init(kernel: Int = 3, stride: Int = 2, pad: Int = 1, engine: Engine = Engine()) {
+        self.kernel = kernel; self.stride = stride; self.pad = pad; self.parallel = engine.parallel
     }
 
     /// Padding counts as -inf; ties keep the first maximum in (kh, kw) scan
@@ -33,7 +35,7 @@ public final class MaxPool2d {
         let fast = k == 3 && s == 2 && pad == 1
         argmax.withUnsafeMutableBufferPointer { am in
             let amp = am.baseAddress!
-            Parallel.chunks(N * C, grain: 4) { lo, hi in
+            parallel.chunks(N * C, grain: 4) { lo, hi in
                 for nc in lo..<hi {
                     let src = xp + nc * H * W, dst = yp + nc * OH * OW, idx = amp + nc * OH * OW
                     for oh in 0..<OH {
@@ -108,7 +110,7 @@ public final class MaxPool2d {
         let xp = x.data, yp = output.data, k = kernel, s = stride, pad = self.pad
         argmax.withUnsafeMutableBufferPointer { am in
             let amp = am.baseAddress!
-            Parallel.chunks(N * OH, grain: 1) { lo, hi in
+            parallel.chunks(N * OH, grain: 1) { lo, hi in
                 for r in lo..<hi {
                     let n = r / OH, h0 = (r % OH) * s - pad
                     for ow in 0..<OW {
@@ -152,7 +154,7 @@ public final class MaxPool2d {
             let dyp = dy.data, dxp = dinput.data
             argmax.withUnsafeBufferPointer { am in
                 let amp = am.baseAddress!
-                Parallel.chunks(N, grain: 1) { lo, hi in
+                parallel.chunks(N, grain: 1) { lo, hi in
                     for n in lo..<hi {
                         let d = dxp + n * HW * C
                         for p in (n * OHW)..<((n + 1) * OHW) {
@@ -168,7 +170,7 @@ public final class MaxPool2d {
         let dyp = dy.data, dxp = dinput.data
         argmax.withUnsafeBufferPointer { am in
             let amp = am.baseAddress!
-            Parallel.chunks(NC, grain: 4) { lo, hi in
+            parallel.chunks(NC, grain: 4) { lo, hi in
                 for nc in lo..<hi {
                     let d = dxp + nc * HW, g = dyp + nc * OHW, idx = amp + nc * OHW
                     for o in 0..<OHW where idx[o] >= 0 { d[Int(idx[o])] += g[o] }

@@ -1,21 +1,25 @@
 import Foundation
 
-/// Wall-clock time per kind of work, for `disttrain bench --profile`.
-/// Off by default: one branch per layer call when off.
-public enum Profiler {
+/// Wall-clock time per kind of work, for `disttrain bench --profile`: one per
+/// model (`ResNet.profiler`), shared by its layers, on when its engine says
+/// `profiling`. Off: one branch per layer call. Layers call it from the thread
+/// that runs the model (the parallel loops are inside what it times).
+public final class Profiler {
     public enum Kind: String, CaseIterable, Sendable {
         case dnnlConv = "convolutions (oneDNN)"
         case convGemm = "conv GEMM", im2col = "im2col/col2im", staging = "conv staging copies"
         case winograd = "Winograd transforms"
         case batchNorm = "BatchNorm(+ReLU)", pool = "pooling", residual = "residual add/ReLU", other = "fc, loss, other"
     }
-    nonisolated(unsafe) public static var enabled = false
-    nonisolated(unsafe) static var totals = [Double](repeating: 0, count: Kind.allCases.count)
+    public let enabled: Bool
+    private var totals = [Double](repeating: 0, count: Kind.allCases.count)
     /// Floating-point operations of the convolutions timed (2 per multiply-add), for their FLOP/s.
-    nonisolated(unsafe) public private(set) static var convFlops = 0.0
+    public private(set) var convFlops = 0.0
+
+    public init(enabled: Bool) { self.enabled = enabled }
 
     @inline(__always)
-    static func countConv(_ flops: Double) { if enabled { convFlops += flops } }
+    func countConv(_ flops: Double) { if enabled { convFlops += flops } }
 
     @inline(__always)
     static func now() -> Double {
@@ -26,24 +30,24 @@ public enum Profiler {
 
     /// Times `body` under `kind` when enabled.
     @inline(__always)
-    static func measure<T>(_ kind: Kind, _ body: () -> T) -> T {
+    func measure<T>(_ kind: Kind, _ body: () -> T) -> T {
         if !enabled { return body() }
-        let t0 = now()
+        let t0 = Profiler.now()
         let r = body()
-        totals[Kind.allCases.firstIndex(of: kind)!] += now() - t0
+        totals[Kind.allCases.firstIndex(of: kind)!] += Profiler.now() - t0
         return r
     }
 
-    public static func reset() {
+    public func reset() {
         totals = totals.map { _ in 0 }
         convFlops = 0
     }
 
     /// Seconds spent in `kind` since the last reset.
-    public static func seconds(_ kind: Kind) -> Double { totals[Kind.allCases.firstIndex(of: kind)!] }
+    public func seconds(_ kind: Kind) -> Double { totals[Kind.allCases.firstIndex(of: kind)!] }
 
     /// (kind, seconds) sorted by time.
-    public static func report() -> [(String, Double)] {
+    public func report() -> [(String, Double)] {
         zip(Kind.allCases.map(\.rawValue), totals).filter { $0.1 > 0 }.sorted { $0.1 > $1.1 }
     }
 }

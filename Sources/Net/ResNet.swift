@@ -39,27 +39,36 @@ public struct ResNetConfig: Codable, Sendable, Equatable {
     }
 }
 
+/// What the layers of one network share: the parameter buffer, the scratch space, the engine, the profiler.
+struct Layers {
+    let store: ParameterStore
+    let ws: Workspace
+    let engine: Engine
+    let profiler: Profiler
+}
+
 /// A conv followed by its BN (ReLU fused into the BN when `relu`). `feedsConvolution`: the output's
 /// only reader is the next convolution of a residual branch.
 struct ConvBN {
     let conv: Conv2d
     let bn: BatchNorm2d
     let feedsConvolution: Bool
-    init(_ store: ParameterStore, _ ws: Workspace, conv cname: String, bn bname: String,
+    init(_ l: Layers, conv cname: String, bn bname: String,
          C: Int, OC: Int, kernel: Int, stride: Int, pad: Int, relu: Bool, feedsConvolution: Bool = false) {
-        conv = Conv2d(store: store, ws: ws, name: cname, C: C, OC: OC, kernel: kernel, stride: stride, pad: pad)
-        bn = BatchNorm2d(store: store, name: bname, C: OC, relu: relu)
+        conv = Conv2d(store: l.store, ws: l.ws, name: cname, C: C, OC: OC, kernel: kernel, stride: stride, pad: pad, engine: l.engine,
+                      profiler: l.profiler)
+        bn = BatchNorm2d(store: l.store, name: bname, C: OC, relu: relu, engine: l.engine)
         self.feedsConvolution = feedsConvolution
     }
     func forward(_ x: Tensor) -> Tensor {
         let y = conv.forward(x)
         // On oneDNN in bf16 an output only a convolution reads goes to it as bfloat16, its operand type.
-        return Profiler.measure(.batchNorm) { bn.forward(y, bf16Output: feedsConvolution && Conv2d.channelsLast) }
+        return conv.profiler.measure(.batchNorm) { bn.forward(y, bf16Output: feedsConvolution && conv.engine.channelsLast) }
     }
     /// Returns dL/dx (conv.dinput) when needed.
     func backward(_ dy: Tensor, needInputGrad: Bool) -> Tensor {
         // On oneDNN in bf16 the gradient goes to the convolution as bfloat16, its operand type: no conversion pass.
-        Profiler.measure(.batchNorm) { bn.backward(dy, bf16Gradient: Conv2d.channelsLast) }
+        conv.profiler.measure(.batchNorm) { bn.backward(dy, bf16Gradient: conv.engine.channelsLast) }
         conv.backward(bn.dinput, needInputGrad: needInputGrad)
         return conv.dinput
     }
@@ -71,32 +80,37 @@ public final class ResidualBlock {
     public let name: String
     let branch: [ConvBN]
     let downsample: ConvBN?
-    let add = AddReLU()
+    let add: AddReLU
+    let parallel: Parallel
+    let profiler: Profiler
     /// dL/d(block output) seen by the last backward (for CAM capture).
     public private(set) var lastOutputGrad: Tensor?
     private var input: Tensor?
 
-    init(_ store: ParameterStore, _ ws: Workspace, name: String, basic: Bool, inplanes: Int, planes: Int, stride: Int) {
+    init(_ l: Layers, name: String, basic: Bool, inplanes: Int, planes: Int, stride: Int) {
         self.name = name
+        add = AddReLU(engine: l.engine)
+        parallel = l.engine.parallel
+        profiler = l.profiler
         let p = name + "."
         let out = planes * (basic ? 1 : 4)
         if basic {
             branch = [
-                ConvBN(store, ws, conv: p + "conv1", bn: p + "bn1", C: inplanes, OC: planes, kernel: 3, stride: stride, pad: 1, relu: true,
+                ConvBN(l, conv: p + "conv1", bn: p + "bn1", C: inplanes, OC: planes, kernel: 3, stride: stride, pad: 1, relu: true,
                        feedsConvolution: true),
-                ConvBN(store, ws, conv: p + "conv2", bn: p + "bn2", C: planes, OC: planes, kernel: 3, stride: 1, pad: 1, relu: false),
+                ConvBN(l, conv: p + "conv2", bn: p + "bn2", C: planes, OC: planes, kernel: 3, stride: 1, pad: 1, relu: false),
             ]
         } else {
             branch = [
-                ConvBN(store, ws, conv: p + "conv1", bn: p + "bn1", C: inplanes, OC: planes, kernel: 1, stride: 1, pad: 0, relu: true,
+                ConvBN(l, conv: p + "conv1", bn: p + "bn1", C: inplanes, OC: planes, kernel: 1, stride: 1, pad: 0, relu: true,
                        feedsConvolution: true),
-                ConvBN(store, ws, conv: p + "conv2", bn: p + "bn2", C: planes, OC: planes, kernel: 3, stride: stride, pad: 1, relu: true,
+                ConvBN(l, conv: p + "conv2", bn: p + "bn2", C: planes, OC: planes, kernel: 3, stride: stride, pad: 1, relu: true,
                        feedsConvolution: true),
-                ConvBN(store, ws, conv: p + "conv3", bn: p + "bn3", C: planes, OC: out, kernel: 1, stride: 1, pad: 0, relu: false),
+                ConvBN(l, conv: p + "conv3", bn: p + "bn3", C: planes, OC: out, kernel: 1, stride: 1, pad: 0, relu: false),
             ]
         }
         if stride != 1 || inplanes != out {
-            downsample = ConvBN(store, ws, conv: p + "downsample.0", bn: p + "downsample.1",
+            downsample = ConvBN(l, conv: p + "downsample.0", bn: p + "downsample.1",
                                 C: inplanes, OC: out, kernel: 1, stride: stride, pad: 0, relu: false)
         } else {
             downsample = nil
@@ -114,20 +128,20 @@ public final class ResidualBlock {
         var h = x
         for cb in branch { h = cb.forward(h) }
         let identity = downsample?.forward(x) ?? x
-        return Profiler.measure(.residual) { add.forward(h, identity) }
+        return profiler.measure(.residual) { add.forward(h, identity) }
     }
 
     /// Returns dL/dx (a buffer owned by the first conv of the branch).
     func backward(_ dy: Tensor) -> Tensor {
         lastOutputGrad = dy
-        Profiler.measure(.residual) { add.backward(dy) }
+        profiler.measure(.residual) { add.backward(dy) }
         var d = add.dinput
         for cb in branch.reversed() { d = cb.backward(d, needInputGrad: true) }
         if let ds = downsample {
             let dd = ds.backward(add.dinput, needInputGrad: true)
-            Profiler.measure(.residual) { addInPlace(d, dd) }
+            profiler.measure(.residual) { addInPlace(d, dd, parallel) }
         } else {
-            Profiler.measure(.residual) { addInPlace(d, add.dinput) }
+            profiler.measure(.residual) { addInPlace(d, add.dinput, parallel) }
         }
         return d
     }
@@ -135,10 +149,14 @@ public final class ResidualBlock {
 
 public final class ResNet {
     public let config: ResNetConfig
+    /// Backend, precision, threads: every layer's, fixed when the network is built.
+    public let engine: Engine
+    /// Time per kind of work when `engine.profiling` (bench --profile), shared by the layers.
+    public let profiler: Profiler
     public let store = ParameterStore()
     public let workspace = Workspace()
     let stem: ConvBN
-    let maxpool = MaxPool2d(kernel: 3, stride: 2, pad: 1)
+    let maxpool: MaxPool2d
     /// layers[s][b] is `layer{s+1}.{b}`.
     public let layers: [[ResidualBlock]]
     let avgpool = GlobalAvgPool()
@@ -147,18 +165,23 @@ public final class ResNet {
     public let featureCount: Int
     public private(set) var training = true
 
-    public init(_ config: ResNetConfig) {
+    public init(_ config: ResNetConfig, engine: Engine = Engine()) {
+        engine.requireSupported()
         self.config = config
+        self.engine = engine
+        profiler = Profiler(enabled: engine.profiling)
+        let l = Layers(store: store, ws: workspace, engine: engine, profiler: profiler)
         let w = config.width
-        stem = ConvBN(store, workspace, conv: "conv1", bn: "bn1", C: config.inChannels, OC: w,
+        stem = ConvBN(l, conv: "conv1", bn: "bn1", C: config.inChannels, OC: w,
                       kernel: 7, stride: 2, pad: 3, relu: true)
+        maxpool = MaxPool2d(kernel: 3, stride: 2, pad: 1, engine: engine)
         var inplanes = w
         var stages: [[ResidualBlock]] = []
         for (s, blocks) in config.arch.layerBlockSizes.enumerated() {
             let planes = w << s
             var stage: [ResidualBlock] = []
             for b in 0..<blocks {
-                let blk = ResidualBlock(store, workspace, name: "layer\(s + 1).\(b)", basic: config.arch.usesBasicBlocks,
+                let blk = ResidualBlock(l, name: "layer\(s + 1).\(b)", basic: config.arch.usesBasicBlocks,
                                         inplanes: inplanes, planes: planes, stride: (b == 0 && s > 0) ? 2 : 1)
                 inplanes = planes * config.arch.expansion
                 stage.append(blk)
@@ -167,7 +190,7 @@ public final class ResNet {
         }
         layers = stages
         featureCount = inplanes
-        fc = Linear(store: store, name: "fc", IN: inplanes, OUT: config.numClasses)
+        fc = Linear(store: store, name: "fc", IN: inplanes, OUT: config.numClasses, engine: engine)
         store.seal()
     }
 
@@ -229,10 +252,10 @@ public final class ResNet {
     @discardableResult
     public func forward(_ x: Tensor) -> Tensor {
         let s = stem.forward(x)
-        var h = Profiler.measure(.pool) { maxpool.forward(s) }
+        var h = profiler.measure(.pool) { maxpool.forward(s) }
         for stage in layers { for b in stage { h = b.forward(h) } }
-        let pooled = Profiler.measure(.pool) { avgpool.forward(h) }
-        return Profiler.measure(.other) { fc.forward(pooled) }
+        let pooled = profiler.measure(.pool) { avgpool.forward(h) }
+        return profiler.measure(.other) { fc.forward(pooled) }
     }
 
     /// Continues a forward from the output of the named block (`layerS` or
@@ -241,10 +264,10 @@ public final class ResNet {
     public func forwardRest(after name: String, activation: Tensor) -> Tensor {
         var found = false
         var h = activation
-        if Conv2d.channelsLast && !activation.channelsLast {
+        if engine.channelsLast && !activation.channelsLast {
             // The blocks' residual adds meet their convolutions' channels-last outputs.
             let t = nchwView("forwardRest")
-            t.assign(activation, channelsLast: true)
+            t.assign(activation, channelsLast: true, parallel: engine.parallel)
             h = t
         }
         for (s, stage) in layers.enumerated() {
@@ -260,9 +283,9 @@ public final class ResNet {
     /// Backward from dL/dlogits; accumulates every parameter gradient.
     /// `needInputGrad` also computes dL/dx into `inputGradient`.
     public func backward(_ dlogits: Tensor, needInputGrad: Bool = false) {
-        Profiler.measure(.other) { fc.backward(dlogits) }
+        profiler.measure(.other) { fc.backward(dlogits) }
         onGradientsFinal?(min(fc.weight.offset, fc.bias.offset))
-        Profiler.measure(.pool) { avgpool.backward(fc.dinput) }
+        profiler.measure(.pool) { avgpool.backward(fc.dinput) }
         var d = avgpool.dinput
         for stage in layers.reversed() {
             for b in stage.reversed() {
@@ -271,7 +294,7 @@ public final class ResNet {
             }
         }
         let dm = d
-        Profiler.measure(.pool) { maxpool.backward(dm) }
+        profiler.measure(.pool) { maxpool.backward(dm) }
         _ = stem.backward(maxpool.dinput, needInputGrad: needInputGrad)
         onGradientsFinal?(0)
     }
@@ -325,7 +348,7 @@ public final class ResNet {
     private func nchw(_ t: Tensor, _ key: String) -> Tensor {
         guard t.channelsLast else { return t }
         let view = nchwView(key)
-        view.assign(t, channelsLast: false)
+        view.assign(t, channelsLast: false, parallel: engine.parallel)
         return view
     }
 

@@ -39,12 +39,12 @@ extension Conv2d {
     /// tiles waste most of their work: a 1x1 map uses 1 of 4 outputs per tile).
     /// Not in bf16: autocast rounds the input and weights, not their transforms.
     func usesWinograd(H: Int, W: Int) -> Bool {
-        Conv2d.winogradEnabled && Precision.current == .fp32 && KH == 3 && KW == 3 && stride == 1 && pad == 1 && H >= 8 && W >= 8
+        engine.winograd && engine.precision == .fp32 && KH == 3 && KW == 3 && stride == 1 && pad == 1 && H >= 8 && W >= 8
     }
 
     /// Images per group: enough tiles for efficient GEMMs, bounded scratch.
     func winogradGroup(N: Int, tiles: Int) -> Int {
-        max(1, min(N, (Conv2d.winogradColumns + tiles - 1) / tiles))
+        max(1, min(N, (engine.winogradColumns + tiles - 1) / tiles))
     }
 
     // MARK: weights
@@ -52,7 +52,7 @@ extension Conv2d {
     /// U[xi][oc][c] = (G g G^T)[xi] for every kernel g = w[oc, c] (S = OC*C kernels).
     func winogradWeights(_ w: UnsafePointer<Float>, _ u: UnsafeMutablePointer<Float>) {
         let S = OC * C
-        Parallel.chunks(S, grain: 1024) { lo, hi in
+        engine.parallel.chunks(S, grain: 1024) { lo, hi in
             for k in lo..<hi {
                 let g = w + k * 9
                 // G applied to the kernel's columns gives Gg (4x3); then to Gg's rows.
@@ -68,7 +68,7 @@ extension Conv2d {
     /// dw[oc, c] += G^T dU G, the adjoint of `winogradWeights`.
     func winogradWeightsAdjoint(_ du: UnsafePointer<Float>, _ dw: UnsafeMutablePointer<Float>) {
         let S = OC * C
-        Parallel.chunks(S, grain: 1024) { lo, hi in
+        engine.parallel.chunks(S, grain: 1024) { lo, hi in
             for k in lo..<hi {
                 // G^T applied to each column s of dU gives R (3x4), by columns.
                 var r = (SIMD3<Float>(), SIMD3<Float>(), SIMD3<Float>(), SIMD3<Float>())
@@ -93,7 +93,7 @@ extension Conv2d {
                        _ v: UnsafeMutablePointer<Float>) {
         let C = self.C, T = g * TH * TW, S = C * T
         let L = 2 * TW + 2  // padded row length: column -1 ... 2*TW
-        Parallel.chunks(C, grain: 1) { lo, hi in
+        engine.parallel.chunks(C, grain: 1) { lo, hi in
             // rows: 4 padded input rows; m: the row transform B^T d, 4 rows.
             let rows = UnsafeMutablePointer<Float>.allocate(capacity: 8 * L)
             defer { rows.deallocate() }
@@ -134,7 +134,7 @@ extension Conv2d {
                               _ dx: UnsafeMutablePointer<Float>) {
         let C = self.C, T = g * TH * TW, S = C * T
         let L = 2 * TW + 2
-        Parallel.chunks(C, grain: 1) { lo, hi in
+        engine.parallel.chunks(C, grain: 1) { lo, hi in
             // q: per transform row r and column s, B applied over rows (P = B dV), length TW each;
             // acc: the 4 padded output rows of one tile row.
             let q = UnsafeMutablePointer<Float>.allocate(capacity: 16 * TW + 4 * L)
@@ -184,7 +184,7 @@ extension Conv2d {
     func winogradOutput(_ mm: UnsafePointer<Float>, g: Int, H: Int, W: Int, TH: Int, TW: Int,
                         _ y: UnsafeMutablePointer<Float>) {
         let OC = self.OC, T = g * TH * TW, S = OC * T
-        Parallel.chunks(OC, grain: 1) { lo, hi in
+        engine.parallel.chunks(OC, grain: 1) { lo, hi in
             // q[a][s]: rows of A^T M (2 x 4), TW tiles each; out: 2 output rows (2*TW wide).
             let q = UnsafeMutablePointer<Float>.allocate(capacity: 8 * TW + 4 * TW)
             defer { q.deallocate() }
@@ -222,7 +222,7 @@ extension Conv2d {
     func winogradOutputAdjoint(_ dy: UnsafePointer<Float>, g: Int, H: Int, W: Int, TH: Int, TW: Int,
                                _ dm: UnsafeMutablePointer<Float>) {
         let OC = self.OC, T = g * TH * TW, S = OC * T
-        Parallel.chunks(OC, grain: 1) { lo, hi in
+        engine.parallel.chunks(OC, grain: 1) { lo, hi in
             // rows: 2 padded dY rows (2*TW wide); p[r][col]: A dY (4 rows x 2 cols), TW each.
             let rows = UnsafeMutablePointer<Float>.allocate(capacity: 4 * TW + 8 * TW)
             defer { rows.deallocate() }
@@ -269,15 +269,15 @@ extension Conv2d {
         let N = x.shape[0], H = x.shape[2], W = x.shape[3]
         let TH = (H + 1) / 2, TW = (W + 1) / 2
         let u = ws.slot(2, 16 * OC * C)
-        Profiler.measure(.winograd) { winogradWeights(store.values + weight.offset, u) }
+        profiler.measure(.winograd) { winogradWeights(store.values + weight.offset, u) }
         let G = winogradGroup(N: N, tiles: TH * TW)
         var n0 = 0
         while n0 < N {
             let g = min(G, N - n0), T = g * TH * TW
             let v = ws.slot(0, 16 * C * T), m = ws.slot(1, 16 * OC * T)
-            Profiler.measure(.winograd) { winogradInput(x.data + n0 * C * H * W, g: g, H: H, W: W, TH: TH, TW: TW, v) }
-            Profiler.measure(.convGemm) { batchedGemm(M: OC, N: T, K: C, A: u, B: v, C: m, transA: false, transB: false, beta: 0) }
-            Profiler.measure(.winograd) { winogradOutput(m, g: g, H: H, W: W, TH: TH, TW: TW, output.data + n0 * OC * H * W) }
+            profiler.measure(.winograd) { winogradInput(x.data + n0 * C * H * W, g: g, H: H, W: W, TH: TH, TW: TW, v) }
+            profiler.measure(.convGemm) { batchedGemm(M: OC, N: T, K: C, A: u, B: v, C: m, transA: false, transB: false, beta: 0) }
+            profiler.measure(.winograd) { winogradOutput(m, g: g, H: H, W: W, TH: TH, TW: TW, output.data + n0 * OC * H * W) }
             n0 += g
         }
     }
@@ -287,32 +287,32 @@ extension Conv2d {
         let TH = (H + 1) / 2, TW = (W + 1) / 2
         // The workspace is shared by all layers: U is rebuilt (cheap: OC*C kernels).
         let u = ws.slot(2, 16 * OC * C)
-        if needInputGrad { Profiler.measure(.winograd) { winogradWeights(store.values + weight.offset, u) } }
+        if needInputGrad { profiler.measure(.winograd) { winogradWeights(store.values + weight.offset, u) } }
         let du = ws.slot(3, 16 * OC * C)
         let G = winogradGroup(N: N, tiles: TH * TW)
         var n0 = 0, first = true
         while n0 < N {
             let g = min(G, N - n0), T = g * TH * TW
             let v = ws.slot(0, 16 * C * T), m = ws.slot(1, 16 * OC * T)
-            Profiler.measure(.winograd) { winogradOutputAdjoint(dy.data + n0 * OC * H * W, g: g, H: H, W: W, TH: TH, TW: TW, m) }
+            profiler.measure(.winograd) { winogradOutputAdjoint(dy.data + n0 * OC * H * W, g: g, H: H, W: W, TH: TH, TW: TW, m) }
             if !frozen {
-                Profiler.measure(.winograd) { winogradInput(x.data + n0 * C * H * W, g: g, H: H, W: W, TH: TH, TW: TW, v) }
+                profiler.measure(.winograd) { winogradInput(x.data + n0 * C * H * W, g: g, H: H, W: W, TH: TH, TW: TW, v) }
                 // dU[xi] (OC, C) += dM[xi] (OC, T) V[xi]^T (T, C)
-                Profiler.measure(.convGemm) {
+                profiler.measure(.convGemm) {
                     batchedGemm(M: OC, N: C, K: T, A: m, B: v, C: du, transA: false, transB: true, beta: first ? 0 : 1)
                 }
             }
             if needInputGrad {
                 // dV[xi] (C, T) = U[xi]^T (C, OC) dM[xi] (OC, T), into v's space.
-                Profiler.measure(.convGemm) { batchedGemm(M: C, N: T, K: OC, A: u, B: m, C: v, transA: true, transB: false, beta: 0) }
-                Profiler.measure(.winograd) {
+                profiler.measure(.convGemm) { batchedGemm(M: C, N: T, K: OC, A: u, B: m, C: v, transA: true, transB: false, beta: 0) }
+                profiler.measure(.winograd) {
                     winogradInputAdjoint(v, g: g, H: H, W: W, TH: TH, TW: TW, dinput.data + n0 * C * H * W)
                 }
             }
             first = false
             n0 += g
         }
-        if !frozen { Profiler.measure(.winograd) { winogradWeightsAdjoint(du, store.grads + weight.offset) } }
+        if !frozen { profiler.measure(.winograd) { winogradWeightsAdjoint(du, store.grads + weight.offset) } }
     }
 
     /// 16 independent GEMMs C[xi] = op(A[xi]) op(B[xi]) (+ beta C[xi]), spread
@@ -320,11 +320,12 @@ extension Conv2d {
     /// Matrices are contiguous: A[xi] is (M, K) or, transposed, stored (K, M).
     func batchedGemm(M: Int, N: Int, K: Int, A: UnsafePointer<Float>, B: UnsafePointer<Float>,
                      C: UnsafeMutablePointer<Float>, transA: Bool, transB: Bool, beta: Float) {
-        Parallel.chunks(16, grain: 1) { lo, hi in
+        let bf16 = engine.precision == .bf16  // false: Winograd runs in fp32 only (usesWinograd)
+        engine.parallel.chunks(16, grain: 1) { lo, hi in
             for xi in lo..<hi {
                 sgemm1(transA: transA, transB: transB, M: M, N: N, K: K, alpha: 1,
                        A: A + xi * M * K, lda: transA ? M : K, B: B + xi * K * N, ldb: transB ? K : N,
-                       beta: beta, C: C + xi * M * N, ldc: N)
+                       beta: beta, C: C + xi * M * N, ldc: N, bf16: bf16)
             }
         }
     }

@@ -89,7 +89,6 @@ final class EMATests: XCTestCase {
     /// back the validation loss training recorded for best.h5.
     func testBF16RunResumesExactlyAndEvaluatesWithCAMs() throws {
         try XCTSkipUnless(BF16.supported, "this CPU has no AVX512-BF16")
-        defer { try? Precision.set(.fp32) }
         let a = makeTempDir("ema-bf16-a"), b = makeTempDir("ema-bf16-b")
         var ca = config(a)
         ca.precision = .bf16

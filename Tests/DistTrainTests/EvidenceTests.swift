@@ -163,7 +163,7 @@ final class EvidenceTests: XCTestCase {
     /// Flip TTA is the mean of the image's and its mirror's probabilities; a
     /// mirror-symmetric image gives the plain probabilities.
     func testFlipTTAAveragesTheMirror() {
-        let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 4))
+        let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 4), engine: Engine(backend: .fromEnvironment()))
         net.initialize(seed: 3)
         net.setTraining(false)
         var rng = SplitMix(5)

@@ -20,7 +20,7 @@ final class ONNXTests: XCTestCase {
         let committed = try Data(contentsOf: URL(fileURLWithPath: path))
         XCTAssertEqual([UInt8](committed), tiny(), "the export changed: re-check it with check_onnx.py before replacing the fixture")
         // onnxruntime 1.x on the fixture, input of zeros (check_onnx.py): p = [0.521377682685852, 0.47862234711647034].
-        let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 2))
+        let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 2), engine: Engine(backend: .fromEnvironment()))
         net.initialize(seed: 1)
         net.setTraining(false)
         let p = softmax(net.forward(Tensor([2, 1, 32, 32])))

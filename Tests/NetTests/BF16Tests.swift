@@ -58,26 +58,28 @@ final class BF16Tests: XCTestCase {
         XCTAssertEqual(c[0], Float(K))
     }
 
-    /// Precision.bf16 reaches the layers: a ResNet-18's logits and input
+    /// An engine's bf16 precision reaches the layers: a ResNet-18's logits and input
     /// gradient move by bf16 rounding (relative 1e-4 ... 5e-2 of their scale), not by nothing and not by more.
     func testPrecisionSwitchesTheNetworksGEMMs() throws {
         try XCTSkipUnless(BF16.supported, "this CPU has no AVX512-BF16")
-        let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 8))
-        net.initialize(seed: 5)
-        net.setTraining(false)
+        // The same network (seed) on two engines: a network's precision is its engine's.
+        func network(_ precision: Precision) -> ResNet {
+            let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 8), engine: testEngine(precision))
+            net.initialize(seed: 5)
+            net.setTraining(false)
+            return net
+        }
+        let fp32Net = network(.fp32), bf16Net = network(.bf16)
         var rng = Xoshiro256(seed: 2)
         let x = Tensor([2, 1, 32, 32])
         for i in 0..<x.count { x[i] = Float(rng.normal()) }
-        func run() -> [Float] {
+        func run(_ net: ResNet) -> [Float] {
             let y = net.forward(x)
             return (0..<y.count).map { y[$0] }
         }
-        let fp32 = run()
-        try Precision.set(.bf16)
-        defer { try? Precision.set(.fp32) }
-        let bf16 = run()
-        try Precision.set(.fp32)
-        XCTAssertEqual(run(), fp32, "back to fp32 is fp32 again")
+        let fp32 = run(fp32Net)
+        let bf16 = run(bf16Net)
+        XCTAssertEqual(run(fp32Net), fp32, "back to fp32 is fp32 again")
         let scale = fp32.map { abs($0) }.max()!, diff = zip(fp32, bf16).map { abs($0 - $1) }.max()!
         XCTAssertGreaterThan(diff / scale, 1e-4, "bf16 changed nothing: the GEMMs did not switch")
         XCTAssertLessThan(diff / scale, 5e-2, "bf16 moved the logits by more than its rounding explains")

@@ -9,7 +9,7 @@ import XCTest
 final class CAMTests: XCTestCase {
     /// The fixture's network: ResNet-18 structure at width 8, formula weights.
     func fixtureNet() -> ResNet {
-        let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 8))
+        let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 8), engine: testEngine())
         fillFormula(net)
         return net
     }

@@ -107,11 +107,10 @@ final class ChannelsLastTests: XCTestCase {
     /// the network from a captured activation gives the full forward's logits.
     func testBF16NetworkHandsOutNCHWAndResumesFromACapture() throws {
         try XCTSkipUnless(BF16.supported, "this CPU has no AVX512-BF16")
-        try XCTSkipUnless(Conv2d.backend == .onednn, "DISTTRAIN_CONV selects the native convolutions")
-        try Precision.set(.bf16)
-        defer { try? Precision.set(.fp32) }
-        XCTAssertTrue(Conv2d.channelsLast)
-        let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 16))
+        let engine = testEngine(.bf16)
+        try XCTSkipUnless(engine.backend == .onednn, "DISTTRAIN_CONV selects the native convolutions")
+        XCTAssertTrue(engine.channelsLast)
+        let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 16), engine: engine)
         net.initialize(seed: 3)
         net.setTraining(false)
         let x = tensor([2, 1, 64, 64], salt: 7)
@@ -146,8 +145,7 @@ final class ChannelsLastTests: XCTestCase {
         }
         let a = formulaValues(n * n, salt: 3, scale: 1)
         var c = [Float](repeating: 0, count: n * n)
-        let threads = BLAS.threads
-        BLAS.setThreads(1)
+        let threads = BLAS.setThreads(1)
         defer { BLAS.setThreads(threads) }
         var openBLAS = 0.0
         for _ in 0..<6 {
@@ -164,11 +162,11 @@ final class ChannelsLastTests: XCTestCase {
     }
 
     /// A 3x3 convolution (20 -> OC channels, weights by formula) and two identical BatchNorms with ReLU
-    /// over its 20 input channels: one to run as before, one to hand over bf16.
-    func convolutionAfterTwoBatchNorms(OC: Int, stride: Int, salt: Int)
+    /// over its 20 input channels: one to run as before, one to hand over bf16. The convolution on `engine`.
+    func convolutionAfterTwoBatchNorms(OC: Int, stride: Int, salt: Int, engine: Engine)
         -> (ParameterStore, Conv2d, BatchNorm2d, BatchNorm2d, StateEntry) {
         let store = ParameterStore(), ws = Workspace()
-        let conv = Conv2d(store: store, ws: ws, name: "conv", C: 20, OC: OC, kernel: 3, stride: stride, pad: 1)
+        let conv = Conv2d(store: store, ws: ws, name: "conv", C: 20, OC: OC, kernel: 3, stride: stride, pad: 1, engine: engine)
         let a = BatchNorm2d(store: store, name: "a", C: 20, relu: true)
         let b = BatchNorm2d(store: store, name: "b", C: 20, relu: true)
         store.seal()
@@ -183,10 +181,9 @@ final class ChannelsLastTests: XCTestCase {
     /// computes from it what it computes from those values in fp32.
     func testBF16GradientHandOffFromBatchNormToConvolution() throws {
         try XCTSkipUnless(BF16.supported, "this CPU has no AVX512-BF16")
-        try XCTSkipUnless(Conv2d.backend == .onednn, "DISTTRAIN_CONV selects the native convolutions")
-        try Precision.set(.bf16)
-        defer { try? Precision.set(.fp32) }
-        let (store, conv, a, b, w) = convolutionAfterTwoBatchNorms(OC: 20, stride: 1, salt: 8)
+        let engine = testEngine(.bf16)
+        try XCTSkipUnless(engine.backend == .onednn, "DISTTRAIN_CONV selects the native convolutions")
+        let (store, conv, a, b, w) = convolutionAfterTwoBatchNorms(OC: 20, stride: 1, salt: 8, engine: engine)
         let x = last(tensor(shape, salt: 9)), dy = last(tensor(shape, salt: 10))
         let y = conv.forward(x)
         XCTAssertTrue(y.channelsLast)
@@ -216,10 +213,9 @@ final class ChannelsLastTests: XCTestCase {
     /// gradient, what it computes from those values in fp32.
     func testBF16ActivationHandOffFromBatchNormToConvolution() throws {
         try XCTSkipUnless(BF16.supported, "this CPU has no AVX512-BF16")
-        try XCTSkipUnless(Conv2d.backend == .onednn, "DISTTRAIN_CONV selects the native convolutions")
-        try Precision.set(.bf16)
-        defer { try? Precision.set(.fp32) }
-        let (store, conv, a, b, w) = convolutionAfterTwoBatchNorms(OC: 24, stride: 2, salt: 11)
+        let engine = testEngine(.bf16)
+        try XCTSkipUnless(engine.backend == .onednn, "DISTTRAIN_CONV selects the native convolutions")
+        let (store, conv, a, b, w) = convolutionAfterTwoBatchNorms(OC: 24, stride: 2, salt: 11, engine: engine)
         let x = last(tensor(shape, salt: 12))
         let rounded = a.forward(x).array.map { BF16.round($0) }
         let yb = b.forward(x, bf16Output: true)

@@ -134,7 +134,7 @@ final class EngineTests: XCTestCase {
     /// Frozen parameters get no gradient and do not move; BN of frozen blocks
     /// can be put in eval mode so their running statistics stay too.
     func testFreezingByPrefix() {
-        let net = ResNet(ResNetConfig(arch: .resnet18, width: 8))
+        let net = ResNet(ResNetConfig(arch: .resnet18, width: 8), engine: testEngine())
         net.initialize(seed: 2)
         let s = net.store
         let frozenCount = s.setFrozen(true, prefixes: ["conv1", "bn1", "layer"])
@@ -162,7 +162,7 @@ final class EngineTests: XCTestCase {
     /// The activation of a named layer and dL/d(that activation) are captured:
     /// for layer4, dL/dA[n,c,h,w] = sum_k dlogits[n,k] * fc.weight[k,c] / (h*w).
     func testCaptureOfLayerActivationAndGradient() throws {
-        let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 3, width: 8))
+        let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 3, width: 8), engine: testEngine())
         net.initialize(seed: 5)
         net.setTraining(false)
         var rng = Xoshiro256(seed: 9)
@@ -193,7 +193,7 @@ final class EngineTests: XCTestCase {
     /// after further steps; the C heap's bytes in use within 32 KiB over 8 steps; and a smaller last batch
     /// keeps each buffer (the rows it does not reach still hold the previous step's values).
     func testNoAllocationAfterFirstStep() throws {
-        let net = ResNet(ResNetConfig(arch: .resnet18, width: 8))
+        let net = ResNet(ResNetConfig(arch: .resnet18, width: 8), engine: testEngine())
         net.initialize(seed: 0)
         let opt = Optimizer(OptimizerConfig(kind: .sgd), store: net.store)
         var rng = Xoshiro256(seed: 2)

@@ -52,21 +52,23 @@ final class GradCheckTests: XCTestCase {
     /// group: forward and both gradients. oneDNN's weight gradient accumulates
     /// into the buffer as the engine's does (backward twice gives twice).
     func testWinogradAndOneDNNMatchIm2col() {
-        let saved = (Conv2d.winogradEnabled, Conv2d.winogradColumns, Conv2d.backend)
-        defer { (Conv2d.winogradEnabled, Conv2d.winogradColumns, Conv2d.backend) = saved }
         let cases = [(7, 7, 1, false, 1), (9, 8, 1, true, 1), (8, 8, 4096, false, 1), (5, 11, 20, true, 1), (9, 10, 1, true, 2)]
         for (H, W, groupCols, bias, stride) in cases {
-            let store = ParameterStore()
-            let conv = Conv2d(store: store, ws: Workspace(), name: "c", C: 5, OC: 6, kernel: 3, stride: stride, pad: 1, bias: bias)
-            store.seal()
-            for i in 0..<store.parameterCount { store.values[i] = Float(rng.normal() * 0.3) }
-            let x = randomTensor([3, 5, H, W]), dy = randomTensor(conv.forward(x).shape)
-            var results: [[[Float]]] = []
             let variants: [(ConvBackend, Bool)] = [(.native, false), (.native, true), (.onednn, true)]
-            for (backend, winograd) in variants {
-                Conv2d.backend = backend
-                Conv2d.winogradEnabled = winograd
-                Conv2d.winogradColumns = groupCols
+            // One layer per variant (a layer's engine is fixed), all with the same weights.
+            let layers = variants.map { backend, winograd in
+                let store = ParameterStore()
+                let conv = Conv2d(store: store, ws: Workspace(), name: "c", C: 5, OC: 6, kernel: 3, stride: stride, pad: 1, bias: bias,
+                                  engine: Engine(backend: backend, winograd: winograd, winogradColumns: groupCols))
+                store.seal()
+                return (store, conv)
+            }
+            let first = layers[0].0
+            for i in 0..<first.parameterCount { first.values[i] = Float(rng.normal() * 0.3) }
+            for (store, _) in layers.dropFirst() { store.values.update(from: first.values, count: first.parameterCount) }
+            let x = randomTensor([3, 5, H, W]), dy = randomTensor(layers[0].1.forward(x).shape)
+            var results: [[[Float]]] = []
+            for ((backend, _), (store, conv)) in zip(variants, layers) {
                 store.zeroGrads()
                 let y = conv.forward(x).array
                 conv.backward(dy, needInputGrad: true)
@@ -94,7 +96,8 @@ final class GradCheckTests: XCTestCase {
     func testConv2dGradients() {
         for (k, s, p, bias) in [(3, 1, 1, false), (3, 2, 1, true), (7, 2, 3, false), (1, 2, 0, false), (1, 1, 0, true)] {
             let store = ParameterStore()
-            let conv = Conv2d(store: store, ws: Workspace(), name: "c", C: 3, OC: 4, kernel: k, stride: s, pad: p, bias: bias)
+            let conv = Conv2d(store: store, ws: Workspace(), name: "c", C: 3, OC: 4, kernel: k, stride: s, pad: p, bias: bias,
+                              engine: testEngine())
             store.seal()
             for i in 0..<store.parameterCount { store.values[i] = Float(rng.normal() * 0.3) }
             let x = randomTensor([2, 3, 9, 8])
@@ -197,7 +200,7 @@ final class GradCheckTests: XCTestCase {
     /// (Element-wise agreement with PyTorch is ResNetFixtureTests' job.)
     func testTinyResNetDirectionalDerivatives() {
         for arch in [Arch.resnet18, .resnet50] {
-            let net = ResNet(ResNetConfig(arch: arch, inChannels: 2, numClasses: 3, width: 4))
+            let net = ResNet(ResNetConfig(arch: arch, inChannels: 2, numClasses: 3, width: 4), engine: testEngine())
             net.initialize(seed: 7)
             // Residual branches start small (last BN gamma 0.1), as zero_init_residual
             // intends: a narrow 16-block ResNet-50 at full gamma is chaotic, its

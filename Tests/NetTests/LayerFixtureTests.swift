@@ -6,17 +6,12 @@ import XCTest
 final class LayerFixtureTests: XCTestCase {
     func testConv2dMatchesPyTorch() throws {
         let f = try fixture("layers.h5")
-        let saved = (Conv2d.targetColumns, Conv2d.winogradEnabled, Conv2d.winogradColumns, Conv2d.backend)
-        defer { (Conv2d.targetColumns, Conv2d.winogradEnabled, Conv2d.winogradColumns, Conv2d.backend) = saved }
         // oneDNN; the engine's im2col with one image per GEMM (in place) or several
         // (staged); its Winograd (3x3 stride 1) with one image per group or all of them.
         let variants: [(ConvBackend, Int, Bool)] = [(.onednn, 2048, true), (.native, 1, false), (.native, 4096, false),
                                                     (.native, 1, true), (.native, 4096, true)]
         for (backend, target, winograd) in variants {
-            Conv2d.backend = backend
-            Conv2d.targetColumns = target
-            Conv2d.winogradColumns = target
-            Conv2d.winogradEnabled = winograd
+            let engine = Engine(backend: backend, gemmColumns: target, winograd: winograd, winogradColumns: target)
             for i in 0..<6 {
                 let g = "conv\(i)/"
                 let x = try tensor(f, g + "x")
@@ -24,7 +19,7 @@ final class LayerFixtureTests: XCTestCase {
                 let cfg = try f.readInt64s(g + "config").values.map { Int($0) }
                 let store = ParameterStore()
                 let conv = Conv2d(store: store, ws: Workspace(), name: "c", C: x.shape[1], OC: w.shape[0],
-                                  kernel: cfg[0], stride: cfg[1], pad: cfg[2], bias: cfg[3] == 1)
+                                  kernel: cfg[0], stride: cfg[1], pad: cfg[2], bias: cfg[3] == 1, engine: engine)
                 store.seal()
                 store.write(store.entries[0], w.values)
                 if cfg[3] == 1 { store.write(store.entries[1], try f.readFloats(g + "bias").values) }

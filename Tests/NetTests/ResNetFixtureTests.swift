@@ -45,32 +45,21 @@ final class ResNetFixtureTests: XCTestCase {
     func testResNet50MatchesPyTorch() throws { try checkNetwork("resnet50.h5", arch: .resnet50) }
     /// The engine's own convolutions: Winograd for 3x3 stride 1, and all through im2col.
     func testResNet18NativeConvolutionsMatchPyTorch() throws {
-        try withBackend(.native) {
-            try checkNetwork("resnet18.h5", arch: .resnet18)
-            Conv2d.winogradEnabled = false
-            defer { Conv2d.winogradEnabled = true }
-            try checkNetwork("resnet18.h5", arch: .resnet18)
-        }
+        try checkNetwork("resnet18.h5", arch: .resnet18, engine: Engine(backend: .native))
+        try checkNetwork("resnet18.h5", arch: .resnet18, engine: Engine(backend: .native, winograd: false))
     }
     func testResNet50NativeConvolutionsMatchPyTorch() throws {
-        try withBackend(.native) { try checkNetwork("resnet50.h5", arch: .resnet50) }
+        try checkNetwork("resnet50.h5", arch: .resnet50, engine: Engine(backend: .native))
     }
     func testResNet18BF16IsAsAccurateAsPyTorchAutocast() throws {
         try XCTSkipUnless(BF16.supported, "this CPU has no AVX512-BF16")
         for backend in ConvBackend.allCases {
-            try withBackend(backend) { try checkNetwork("resnet18.h5", arch: .resnet18, precision: .bf16) }
+            try checkNetwork("resnet18.h5", arch: .resnet18, engine: Engine(backend: backend, precision: .bf16))
         }
     }
     func testResNet50BF16IsAsAccurateAsPyTorchAutocast() throws {
         try XCTSkipUnless(BF16.supported, "this CPU has no AVX512-BF16")
-        try checkNetwork("resnet50.h5", arch: .resnet50, precision: .bf16)
-    }
-
-    func withBackend(_ b: ConvBackend, _ body: () throws -> Void) rethrows {
-        let saved = Conv2d.backend
-        Conv2d.backend = b
-        defer { Conv2d.backend = saved }
-        try body()
+        try checkNetwork("resnet50.h5", arch: .resnet50, engine: testEngine(.bf16))
     }
 
     final class Checker {
@@ -109,13 +98,12 @@ final class ResNetFixtureTests: XCTestCase {
         }
     }
 
-    func checkNetwork(_ name: String, arch: Arch, precision: Precision = .fp32) throws {
-        try Precision.set(precision)
-        defer { try? Precision.set(.fp32) }
+    func checkNetwork(_ name: String, arch: Arch, engine: Engine = testEngine()) throws {
+        let precision = engine.precision
         let f = try fixture(name)
         let x = try tensor(f, "input")
         let labels = try f.readInt64s("labels").values.map { Int($0) }
-        let net = ResNet(ResNetConfig(arch: arch, inChannels: x.shape[1], numClasses: 2))
+        let net = ResNet(ResNetConfig(arch: arch, inChannels: x.shape[1], numClasses: 2), engine: engine)
         fillFormula(net)
         let initial = net.store.entries.map { net.store.read($0) }
         let ce = CrossEntropy()
@@ -158,7 +146,7 @@ final class ResNetFixtureTests: XCTestCase {
             print("\(name) bf16: our error / PyTorch autocast's, mean over tensors: \(String(format: "%.2f", mean))")
             XCTAssertLessThanOrEqual(mean, 1, "on average less accurate than PyTorch's bf16 autocast")
         }
-        let variant = "\(precision), \(Conv2d.backend) convolutions" + (Conv2d.winogradEnabled ? "" : ", no Winograd")
+        let variant = "\(precision), \(engine.backend) convolutions" + (engine.winograd ? "" : ", no Winograd")
         print("\(name) (\(variant)): \(c.checked) tensors checked; closest to its bound: \(c.worst.1) at "
               + String(format: "%.2f", c.worst.0) + " of it")
     }

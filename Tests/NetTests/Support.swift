@@ -3,6 +3,12 @@ import Foundation
 import Net
 import XCTest
 
+/// The engine a test runs on unless it names its own: the defaults, on the convolutions
+/// DISTTRAIN_CONV selects as disttrain does (launch/test-kernel-variants runs the suite on the native ones).
+func testEngine(_ precision: Precision = .fp32) -> Engine {
+    Engine(backend: .fromEnvironment(), precision: precision)
+}
+
 /// Tests/Fixtures, found from this file's path (no resources to copy).
 let fixturesDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("Fixtures").path

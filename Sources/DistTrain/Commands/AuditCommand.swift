@@ -31,7 +31,7 @@ struct AuditData: ParsableCommand {
         let ds = try Dataset(path: path)
         _ = threading.apply()
         let t0 = now()
-        let result = try Audit.run(ds, threshold: threshold)
+        let result = try Audit.run(ds, threshold: threshold, threads: threading.count)
         try AuditPage.write(result, dataset: ds, to: out, show: show)
         for split in [Split.val, .test] {
             let all = result.matches.filter { $0.split == split }.count

@@ -75,14 +75,14 @@ struct Bench: ParsableCommand {
     }
 
     /// The convolutions' rate against the GEMM roof of this machine's threads,
-    /// measured now: the faster of `Parallel.threads` independent one-core GEMMs
+    /// measured now: the faster of the engine's threads' count of independent one-core GEMMs
     /// (1024^3) side by side (fp32 through OpenBLAS, bf16 through our AVX512-BF16
     /// kernel) and one oneDNN matmul (2048^3) on all threads (its brgemm kernels are
     /// those of the convolutions). Convolution FLOPs are counted as a direct
     /// convolution's (2 per multiply-add): Winograd does fewer, so its rate can pass the roof.
-    func convolutionRoof(seconds: Double) {
+    func convolutionRoof(seconds: Double, _ net: ResNet) {
         guard seconds > 0 else { return }
-        let T = Parallel.threads, n = 1024
+        let T = net.engine.threads, n = 1024, convFlops = net.profiler.convFlops, precision = net.engine.precision
         func roof(_ bf16: Bool) -> Double {
             var rng = Xoshiro256(seed: 3)
             let a = (0..<(n * n)).map { _ in Float(rng.uniform(-1, 1)) }
@@ -106,12 +106,12 @@ struct Bench: ParsableCommand {
             return best
         }
         func oneDNN(_ bf16: Bool) -> Double { Conv2d.oneDNNMatmulGFLOPs(n: 2048, bf16: bf16) }
-        let rate = Profiler.convFlops / seconds / 1e9
+        let rate = convFlops / seconds / 1e9
         let fp32 = (ours: roof(false), dnnl: oneDNN(false))
         let bf16 = BF16.supported ? (ours: roof(true), dnnl: oneDNN(true)) : (ours: 0.0, dnnl: 0.0)
-        let mine = Precision.current == .bf16 ? bf16 : fp32
+        let mine = precision == .bf16 ? bf16 : fp32
         print(String(format: "  convolutions: %.0f GFLOP/s (direct-convolution FLOPs, %.0f per step), %.0f %% of the %@ GEMM roof", rate,
-                     Profiler.convFlops / Double(steps) / 1e9, 100 * rate / max(mine.ours, mine.dnnl), Precision.current.rawValue))
+                     convFlops / Double(steps) / 1e9, 100 * rate / max(mine.ours, mine.dnnl), precision.rawValue))
         print(String(format: "  GEMM roof on %d thread(s), measured now: fp32 %.0f GFLOP/s (OpenBLAS; oneDNN matmul %.0f), bf16 %@", T,
                      fp32.ours, fp32.dnnl, BF16.supported ? String(format: "%.0f GFLOP/s (our AVX512-BF16 kernel; oneDNN matmul %.0f)",
                                                                    bf16.ours, bf16.dnnl) : "none (no AVX512-BF16)"))
@@ -119,10 +119,12 @@ struct Bench: ParsableCommand {
 
     /// Under mpirun each rank runs batchSize/size images per step, as in training.
     func measure(_ comm: Communicator) throws {
-        if let g = gemmColumns { Conv2d.targetColumns = g }
-        try Precision.set(precision)
+        var settings = threading.settings
+        settings.profiling = profile
+        settings.gemmColumns = gemmColumns
+        let engine = try settings.engine(precision)
         guard batchSize % comm.size == 0 else { throw RuntimeError("--batch-size \(batchSize) does not split over \(comm.size) ranks") }
-        let net = ResNet(model.config)
+        let net = ResNet(model.config, engine: engine)
         net.initialize(seed: 0)
         let step = TrainStep(net: net, optimizer: Optimizer(OptimizerConfig(kind: .sgd, weightDecay: 1e-4), store: net.store), comm: comm,
                              allreduce: allreduce, bucketMiB: bucketMb)
@@ -130,7 +132,6 @@ struct Bench: ParsableCommand {
         let (x, labels) = syntheticBatch(batch: batchSize / comm.size, channels: model.channels, size: model.imageSize,
                                          classes: model.classes, seed: 1 + UInt64(comm.rank))
         var times: [Double] = [], reduceTimes: [Double] = []
-        Profiler.enabled = profile
         for i in 0..<(warmup + steps) {
             comm.barrier()
             let t0 = now()
@@ -138,23 +139,23 @@ struct Bench: ParsableCommand {
             comm.barrier()
             let dt = now() - t0
             if i >= warmup { times.append(dt); reduceTimes.append(r.allreduceSeconds) }
-            if i == warmup - 1 { Profiler.reset() }
+            if i == warmup - 1 { net.profiler.reset() }
             if comm.isRoot {
                 print(String(format: "%@ step %d: %.3f s, %.1f img/s, all-reduce %.1f ms, loss %.4f", i < warmup ? "warm-up" : "timed",
                              i + 1, dt, Double(batchSize) / dt, r.allreduceSeconds * 1000, r.meanLoss))
             }
         }
         guard comm.isRoot else { return }
-        report(times: times, reduceTimes: reduceTimes, ranks: comm.size)
+        report(times: times, reduceTimes: reduceTimes, ranks: comm.size, net)
     }
 
-    func report(times: [Double], reduceTimes: [Double], ranks: Int) {
+    func report(times: [Double], reduceTimes: [Double], ranks: Int, _ net: ResNet) {
         let med = median(times)
         let ips = Double(batchSize) / med
         let rss = peakRSSMiB()
         print(String(format: "disttrain %@ %dch %dx%d global batch %d, %d rank(s) x %d thread(s): median %.3f s/step, %.2f img/s, "
                      + "all-reduce %@ %.1f ms/step after backward, peak RSS %.0f MiB (rank 0)",
-                     model.arch.rawValue, model.channels, model.imageSize, model.imageSize, batchSize, ranks, Parallel.threads, med, ips,
+                     model.arch.rawValue, model.channels, model.imageSize, model.imageSize, batchSize, ranks, net.engine.threads, med, ips,
                      allreduce.rawValue, median(reduceTimes) * 1000, rss))
         if profile {
             let total = times.reduce(0, +)
@@ -163,13 +164,13 @@ struct Bench: ParsableCommand {
                 print("  " + kind.padding(toLength: 22, withPad: " ", startingAt: 0)
                       + String(format: " %7.3f s/step  %5.1f %%", t / Double(steps), 100 * t / total))
             }
-            for (kind, t) in Profiler.report() {
+            for (kind, t) in net.profiler.report() {
                 accounted += t
                 line(kind, t)
             }
             line("optimizer, all-reduce, other", total - accounted)
             let kinds: [Profiler.Kind] = [.dnnlConv, .convGemm, .im2col, .staging, .winograd]
-            convolutionRoof(seconds: kinds.map(Profiler.seconds).reduce(0, +))
+            convolutionRoof(seconds: kinds.map(net.profiler.seconds).reduce(0, +), net)
         }
         if json {
             print("{\"impl\": \"disttrain\", \"ranks\": \(ranks), \"img_per_s\": \(ips), \"median_step_s\": \(med), "

@@ -50,12 +50,21 @@ struct ThreadOptions: ParsableArguments {
         }
     }
 
+    /// --threads, else OPENBLAS_NUM_THREADS, else every core.
+    var count: Int {
+        threads ?? ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap(Int.init) ?? ProcessInfo.processInfo.activeProcessorCount
+    }
+
+    /// The C libraries' process-wide thread counts, once at start-up (`Engine.configureLibraries`); returns `count`.
+    @discardableResult
     func apply() -> Int {
-        let env = ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap(Int.init)
-        let n = threads ?? env ?? ProcessInfo.processInfo.activeProcessorCount
-        Parallel.configure(threads: n)
+        let n = count
+        Engine.configureLibraries(threads: n)
         return n
     }
+
+    /// This command line's engine settings: `count` threads, the backend DISTTRAIN_CONV names.
+    var settings: EngineSettings { EngineSettings(threads: count) }
 }
 
 /// How a training invocation runs: `train` and `resume` alike.

@@ -20,7 +20,7 @@ struct Eval: ParsableCommand {
             var cfg = try TrainConfig.load(runDir + "/config.json")
             cfg.run = runDir
             let summary = try EvalStage.run(config: cfg, comm: comm, checkpoint: "\(runDir)/ckpt/\(explain.checkpoint)",
-                                            cams: kinds, layer: layer, tta: tta)
+                                            cams: kinds, layer: layer, tta: tta, settings: threading.settings)
             guard comm.isRoot else { return }
             for (name, m) in [("val", summary.val), ("test", summary.test)] where m.count > 0 {
                 print(String(format: "%@ (%d images): loss %.4f  accuracy %.4f  sensitivity %.4f  specificity %.4f  "

@@ -35,7 +35,7 @@ struct Predict: ParsableCommand {
         let cfg = try TrainConfig.load(configPath)
         guard !cfg.mean.isEmpty else { throw RuntimeError("'\(configPath)' has no input normalisation (mean, std)") }
         // In the run's precision (a bf16 run's probabilities and CAMs are eval's), the checkpoint checked before it is built.
-        let net = try RunModel.load(checkpoint, config: cfg, configPath: configPath)
+        let net = try RunModel.load(checkpoint, config: cfg, configPath: configPath, settings: threading.settings)
         net.setTraining(false)
         let S = cfg.imageSize
         let maker = BatchMaker(channels: 1, height: S, width: S, size: S, mean: cfg.mean, std: cfg.std, outChannels: cfg.inChannels)

@@ -43,7 +43,7 @@ struct Pretrain: ParsableCommand {
     func run() throws {
         try withCommunicator(threads: threading) { comm in
             let t0 = now()
-            try startTraining(config, comm: comm, debug: false, evaluate: false)
+            try startTraining(config, comm: comm, debug: false, evaluate: false, settings: threading.settings)
             if comm.isRoot {
                 print("source ready: \(runDir)/ckpt/last.h5 (\(formatDuration(now() - t0)) wall-clock); "
                       + "use it with --method transfer --pretrained \(runDir)/ckpt/last.h5")

@@ -25,7 +25,7 @@ struct Resume: ParsableCommand {
             }
             if let first = cfg.problems().first { throw RuntimeError(first) }
             if comm.isRoot, epochs != nil { try cfg.save(to: runDir + "/config.json") }
-            let trainer = try Trainer(config: cfg, comm: comm, debug: session.debug, resume: true)
+            let trainer = try Trainer(config: cfg, comm: comm, settings: session.threading.settings, debug: session.debug, resume: true)
             let before = trainer.state.epoch
             try trainer.run()
             // A source built by pretrain has no val split and is not a CT model: no report.

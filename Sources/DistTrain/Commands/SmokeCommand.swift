@@ -21,8 +21,8 @@ struct Smoke: ParsableCommand {
     }
 
     func run() throws {
-        _ = threading.apply()
-        let net = ResNet(model.config)
+        threading.apply()
+        let net = ResNet(model.config, engine: try threading.settings.engine(.fp32))
         net.initialize(seed: seed)
         let step = TrainStep(net: net, optimizer: Optimizer(OptimizerConfig(kind: optimizer), store: net.store), comm: SingleProcess())
         let (x, labels) = syntheticBatch(batch: batchSize, channels: model.channels, size: model.imageSize,

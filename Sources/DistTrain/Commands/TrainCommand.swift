@@ -23,9 +23,10 @@ struct Train: ParsableCommand {
                     print("no transfer source at \(defaultSource): building it first with `disttrain pretrain` on \(Pretrain.defaultData) "
                           + "(ResNet-18, 32x32, \(Pretrain.defaultEpochs) epochs: about 30-40 minutes on 2 cores)")
                 }
-                try startTraining(Pretrain.defaultConfig(arch: cfg.arch), comm: comm, debug: session.debug, evaluate: false)
+                try startTraining(Pretrain.defaultConfig(arch: cfg.arch), comm: comm, debug: session.debug, evaluate: false,
+                                  settings: session.threading.settings)
             }
-            try startTraining(cfg, comm: comm, debug: session.debug, evaluate: session.eval)
+            try startTraining(cfg, comm: comm, debug: session.debug, evaluate: session.eval, settings: session.threading.settings)
         }
     }
 }

@@ -9,6 +9,8 @@ public struct BatchMaker {
 
     /// Channels of the network input; a 1-channel data set is replicated into them.
     public let outChannels: Int
+    /// Threads `batch` fills images over (the engine's; images are independent, so any count gives the same batch).
+    public var threads = 1
 
     /// Normalisation `mean`/`std` per network input channel (the data set's,
     /// or a transfer source's).
@@ -71,14 +73,14 @@ public struct BatchMaker {
     }
 
     /// A batch of `indices` from the data set (augmented when `augmentEpoch` is set),
-    /// over the engine's threads or, with `parallel` false, on the calling thread alone.
+    /// over `threads` or, with `parallel` false, on the calling thread alone.
     public func batch(_ dataset: Dataset, _ indices: [Int], into out: Tensor, seed: UInt64, augmentEpoch: Int?,
                       parallel: Bool = true) throws -> [Int] {
         out.resize([indices.count, outChannels, size, size])
         let bytes = try dataset.readImages(indices)
         let per = channels * height * width
         bytes.withUnsafeBufferPointer { b in
-            Parallel.chunks(indices.count, grain: parallel ? 1 : indices.count + 1) { lo, hi in
+            Parallel(threads: threads).chunks(indices.count, grain: parallel ? 1 : indices.count + 1) { lo, hi in
                 for k in lo..<hi {
                     let aug = augmentEpoch.map { Augmentation.random(seed: seed, epoch: $0, index: indices[k]) } ?? .identity
                     fill(out, slot: k, bytes: b.baseAddress! + k * per, aug: aug)

@@ -117,8 +117,8 @@ public enum Audit {
     /// Stage 1: for every query, the `k` train images (positions in `train`) with the highest
     /// thumbnail NCC, each at its best offset. Ties keep the earlier image and offset, as a
     /// strict maximum does. Queries go in blocks so the score matrix stays within ~64 MB.
-    static func thumbnailCandidates(trainThumbs: [Float], trainCount N: Int, queryThumbs: [Float], queryCount Q: Int, k: Int)
-        -> [Candidates] {
+    static func thumbnailCandidates(trainThumbs: [Float], trainCount N: Int, queryThumbs: [Float], queryCount Q: Int, k: Int,
+                                    threads: Int = 1) -> [Candidates] {
         let S = thumbnail, D = (S - 2 * margin) * (S - 2 * margin), side = 2 * margin + 1
         var T = [Float](repeating: 0, count: N * D)
         trainThumbs.withUnsafeBufferPointer { t in T.withUnsafeMutableBufferPointer { o in
@@ -137,7 +137,7 @@ public enum Audit {
                             standardizedCrop(t.baseAddress! + (start + i) * S * S, ox: ox, oy: oy, into: o.baseAddress! + i * D)
                         }
                     } }
-                    BLAS.multiplyTransposed(q, T, M: n, N: N, K: D, into: &scores)
+                    BLAS.multiplyTransposed(q, T, M: n, N: N, K: D, into: &scores, threads: threads)
                     let code = UInt8(oy * side + ox)
                     for p in 0..<(n * N) where scores[p] > best[p] { best[p] = scores[p]; at[p] = code }
                 }
@@ -329,7 +329,8 @@ public enum Audit {
         return s
     }
 
-    public static func run(_ ds: Dataset, threshold: Double = defaultThreshold) throws -> Result {
+    /// `threads`: the GEMMs and the full-resolution search split over them (the result does not depend on them).
+    public static func run(_ ds: Dataset, threshold: Double = defaultThreshold, threads: Int = 1) throws -> Result {
         let train = ds[split: .train]
         let queries = [Split.val, Split.test].flatMap { s in ds[split: s].map { (s, $0) } }
         guard !train.isEmpty, !queries.isEmpty else {
@@ -338,7 +339,7 @@ public enum Audit {
         let Q = queries.count
         let found = thumbnailCandidates(trainThumbs: try thumbnails(ds, train), trainCount: train.count,
                                         queryThumbs: try thumbnails(ds, queries.map(\.1)), queryCount: Q,
-                                        k: min(candidates, train.count))
+                                        k: min(candidates, train.count), threads: threads)
         // The chosen candidate of each query (position in its list) and its full-resolution score and shift.
         var chosen = [Int](repeating: 0, count: Q)
         var fine = [(score: Double, dx: Int, dy: Int)?](repeating: nil, count: Q)
@@ -354,7 +355,7 @@ public enum Audit {
                 let cropOf = Dictionary(uniqueKeysWithValues: needed.enumerated().map { ($1, $0) })
                 var picked = [(Int, (score: Double, dx: Int, dy: Int))](repeating: (0, (-2, 0, 0)), count: range.count)
                 picked.withUnsafeMutableBufferPointer { out in
-                    Parallel.chunks(range.count) { lo, hi in
+                    Parallel(threads: threads).chunks(range.count) { lo, hi in
                         for k in lo..<hi {
                             let i = range.lowerBound + k, q = g.query(g.gray(queryBytes, k))
                             for (c, j) in found[i].train.enumerated() {

@@ -87,11 +87,13 @@ public enum TestTimeAugmentation: String, Codable, CaseIterable, Sendable {
 }
 
 extension Evaluator {
-    /// A run's network (freshly built, not loaded), its data set and its batch maker.
-    public convenience init(config: TrainConfig, comm: Communicator) throws {
-        try Precision.set(config.precision)
+    /// A run's network (freshly built on `engine`, not loaded), its data set and its batch maker
+    /// (over the engine's threads). `engine` is in the run's precision (`EngineSettings.engine`).
+    public convenience init(config: TrainConfig, comm: Communicator, engine: Engine) throws {
+        precondition(engine.precision == config.precision, "an evaluator in \(engine.precision) for a \(config.precision) run")
         let dataset = try Dataset(path: config.dataset)
-        self.init(net: ResNet(config.netConfig), dataset: dataset, batchMaker: BatchMaker(dataset: dataset, config: config),
-                  comm: comm, config: config)
+        var maker = BatchMaker(dataset: dataset, config: config)
+        maker.threads = engine.threads
+        self.init(net: ResNet(config.netConfig, engine: engine), dataset: dataset, batchMaker: maker, comm: comm, config: config)
     }
 }

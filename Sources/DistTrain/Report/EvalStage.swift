@@ -26,13 +26,14 @@ public enum EvalStage {
     /// Loads the checkpoint (rank 0, then broadcast), evaluates on every rank,
     /// and (rank 0) writes the report.
     public static func run(config: TrainConfig, comm: Communicator, checkpoint: String, cams: [CAMKind] = CAMKind.allCases,
-                           layer: String = "layer4", tta: TestTimeAugmentation = .none) throws -> EvalSummary {
+                           layer: String = "layer4", tta: TestTimeAugmentation = .none,
+                           settings: EngineSettings = EngineSettings()) throws -> EvalSummary {
         // Every rank: the run's precision; rank 0, which alone reads the checkpoint (the run folder may be
         // on its node only), checks it against config.json before the network is built (a failure there
         // ends the job through MPI_Abort).
-        try RunModel.setPrecision(config, configPath: config.run + "/config.json")
+        let engine = try RunModel.engine(config, configPath: config.run + "/config.json", settings: settings)
         if comm.isRoot { try RunModel.check(checkpoint, config: config, configPath: config.run + "/config.json") }
-        let evaluator = try Evaluator(config: config, comm: comm)
+        let evaluator = try Evaluator(config: config, comm: comm, engine: engine)
         if comm.isRoot { try Checkpoint.load(checkpoint, into: evaluator.net) }
         ReplicaSync.broadcastModel(evaluator.net, comm)
         // Every rank holds every score after the all-reduce, so all of them refuse alike.
@@ -79,7 +80,7 @@ public enum EvalStage {
             let evidence = RunEvidence(testLabels: test.labels, testScores: test.scores, valLabels: val.labels, valScores: val.scores,
                                        seed: sampleSeed)
             full.evidence = evidence
-            let audit = try Audit.run(evaluator.dataset)
+            let audit = try Audit.run(evaluator.dataset, threads: evaluator.net.engine.threads)
             let tests = audit.matches.filter { $0.split == .test }
             if tests.count == test.labels.count {
                 full.clean = CleanSubset(audit: audit, labels: test.labels, scores: test.scores,

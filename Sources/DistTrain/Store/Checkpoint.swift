@@ -103,20 +103,23 @@ public enum Checkpoint {
 /// network is allocated (a config.json saying width 200 must not build a
 /// 460 MB model, or one saying 1024 an 11 GB one, to learn that the file holds width 4).
 public enum RunModel {
-    /// Makes `config.precision` the engine's; names config.json when this CPU cannot run it.
-    public static func setPrecision(_ config: TrainConfig, configPath: String) throws {
-        do { try Precision.set(config.precision) } catch {
+    /// The engine of the run's network: `settings` (threads, backend) in the precision config.json
+    /// names; an error naming config.json when this CPU cannot run it.
+    public static func engine(_ config: TrainConfig, configPath: String, settings: EngineSettings) throws -> Engine {
+        do { return try settings.engine(config.precision) } catch {
             throw RuntimeError("'\(configPath)': the run's precision is \(config.precision.rawValue): \(error)")
         }
     }
 
-    /// The precision set, the checkpoint checked (`check`), then the network built and the checkpoint's model/ loaded into it.
+    /// The run's engine, the checkpoint checked (`check`), then the network built on that engine and the
+    /// checkpoint's model/ loaded into it.
     /// `precision: false` for export, which runs no GEMM (the ONNX weights are fp32
-    /// either way), so a bf16 run exports on a CPU without AVX512-BF16.
-    public static func load(_ checkpoint: String, config: TrainConfig, configPath: String, precision: Bool = true) throws -> ResNet {
-        if precision { try setPrecision(config, configPath: configPath) }
+    /// either way): an fp32 engine, so a bf16 run exports on a CPU without AVX512-BF16.
+    public static func load(_ checkpoint: String, config: TrainConfig, configPath: String, settings: EngineSettings = EngineSettings(),
+                            precision: Bool = true) throws -> ResNet {
+        let e = precision ? try engine(config, configPath: configPath, settings: settings) : try settings.engine(.fp32)
         try check(checkpoint, config: config, configPath: configPath)
-        let net = ResNet(config.netConfig)
+        let net = ResNet(config.netConfig, engine: e)
         try Checkpoint.load(checkpoint, into: net)
         return net
     }

@@ -4,7 +4,8 @@ import Net
 /// A new run: rank 0 checks the folder, resolves the data and writes
 /// config.json; every rank then receives that configuration and trains, and
 /// (`evaluate`) ends with the evaluation stage once the last epoch is done.
-public func startTraining(_ config: TrainConfig, comm: Communicator, debug: Bool, evaluate: Bool = false) throws {
+public func startTraining(_ config: TrainConfig, comm: Communicator, debug: Bool, evaluate: Bool = false,
+                          settings: EngineSettings = EngineSettings()) throws {
     var cfg = config
     guard cfg.batchSize % comm.size == 0 else {
         throw RuntimeError("--batch-size \(cfg.batchSize) does not split evenly over \(comm.size) ranks")
@@ -21,7 +22,7 @@ public func startTraining(_ config: TrainConfig, comm: Communicator, debug: Bool
     }
     comm.barrierWithoutTimeLimit()  // rank 0 may be preparing a whole image folder (a first run)
     cfg = try comm.broadcast(cfg)
-    let trainer = try Trainer(config: cfg, comm: comm, debug: debug)
+    let trainer = try Trainer(config: cfg, comm: comm, settings: settings, debug: debug)
     try trainer.run()
     if evaluate { try finalEvaluation(trainer, comm: comm) }
 }
@@ -30,7 +31,8 @@ public func startTraining(_ config: TrainConfig, comm: Communicator, debug: Bool
 func finalEvaluation(_ trainer: Trainer, comm: Communicator) throws {
     guard trainer.state.epoch >= trainer.config.epochs else { return }
     if comm.isRoot { print("evaluating \(trainer.config.run)/ckpt/best.h5 (disttrain eval)") }
-    let s = try EvalStage.run(config: trainer.config, comm: comm, checkpoint: trainer.config.run + "/ckpt/best.h5")
+    let s = try EvalStage.run(config: trainer.config, comm: comm, checkpoint: trainer.config.run + "/ckpt/best.h5",
+                              settings: trainer.settings)
     if comm.isRoot {
         print(String(format: "test: accuracy %.4f  loss %.4f  sensitivity %.4f  specificity %.4f  AUC %.4f",
                      s.test.accuracy, s.test.loss, s.test.sensitivity, s.test.specificity, s.test.auc))

@@ -20,6 +20,8 @@ public final class Trainer {
     /// Rank 0's TensorBoard events (per-step train loss, per-epoch figures).
     var events: EventWriter?
     let debug: Bool
+    /// Threads and backend from the command line; the network's engine adds the run's precision.
+    let settings: EngineSettings
     let console: Console
     let batches = BatchPrefetcher()
 
@@ -31,16 +33,18 @@ public final class Trainer {
     /// Sets up a new run (`resume == false`: initialisation, or the transfer
     /// source) or continues one from its newest good checkpoint. Rank 0
     /// decides; everything is broadcast.
-    public init(config cfg: TrainConfig, comm: Communicator, debug: Bool = false, resume: Bool = false) throws {
-        try Precision.set(cfg.precision)
+    public init(config cfg: TrainConfig, comm: Communicator, settings: EngineSettings = EngineSettings(), debug: Bool = false,
+                resume: Bool = false) throws {
+        let engine = try settings.engine(cfg.precision)
         if let first = cfg.problems().first { throw RuntimeError("run '\(cfg.run)': \(first)") }
         self.comm = comm
         self.debug = debug
+        self.settings = settings
         var console = Console(enabled: comm.isRoot)
         console.verbose = debug
         self.console = console
         config = cfg
-        evaluator = try Evaluator(config: cfg, comm: comm)
+        evaluator = try Evaluator(config: cfg, comm: comm, engine: engine)
         var ocfg = OptimizerConfig(kind: cfg.optimizer, weightDecay: cfg.weightDecay)
         ocfg.momentum = cfg.momentum
         optimizer = Optimizer(ocfg, store: evaluator.net.store)
@@ -117,7 +121,7 @@ public final class Trainer {
         }
         if comm.isRoot { try FileManager.default.createDirectory(atPath: ckptDir, withIntermediateDirectories: true) }
         console.line("training \(config.arch.rawValue) (\(config.method.rawValue)) on \(trainSplit.count) images, "
-            + "\(comm.size) rank(s) x \(Parallel.threads) thread(s), global batch \(config.batchSize), "
+            + "\(comm.size) rank(s) x \(net.engine.threads) thread(s), global batch \(config.batchSize), "
             + "\(sampler.stepsPerEpoch) steps/epoch, epochs \(start)...\(config.epochs)")
         let scaled = config.lrScaling == .none ? ""
             : " (\(config.lrScaling.rawValue) scaling of \(config.lr) at batch \(config.referenceBatch))"
