@@ -37,7 +37,8 @@ public final class Conv2d {
     let ws: Workspace
     /// Backend, precision, threads and tuning, fixed for the layer's life.
     public let engine: Engine
-    let profiler: Profiler
+    /// Where its time goes when `engine.profiling` (the model's, shared by its layers).
+    public let profiler: Profiler
     public let output = Tensor()
     /// dL/dx, written (not accumulated) by backward when requested.
     public let dinput = Tensor()
