@@ -21,6 +21,9 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // The runtime only: the ONNX and TensorBoard messages are generated once by proto/generate.sh
+        // and committed (Sources/DistTrain/Proto), so no build runs protoc or builds its plugin.
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // C shims: a modulemap plus a header of static inline wrappers for the
@@ -52,6 +55,7 @@ let package = Package(
         .target(name: "DistTrain", dependencies: [
             "Net", "Cams", "CMPI", "CHDF5", "CImage", "CMedical",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
         .executableTarget(name: "disttrain", dependencies: ["DistTrain"]),
         .testTarget(name: "NetTests", dependencies: ["Net", "Cams", "DistTrain"]),

@@ -7,18 +7,18 @@ import XCTest
 /// Tests/Fixtures/tiny.onnx (checked with onnx.checker and onnxruntime by
 /// Tests/Fixtures/check_onnx.py when it was made), and `export` writes a run's model.
 final class ONNXTests: XCTestCase {
-    func tiny() -> [UInt8] {
+    func tiny() throws -> [UInt8] {
         let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 2))
         net.initialize(seed: 1)
         let meta = ONNXExport.Metadata(mean: [0.5], std: [0.25], classNames: ["NORMAL", "COVID"], imageSize: 32, arch: "resnet18")
-        return ONNXExport.model(net, metadata: meta)
+        return try ONNXExport.model(net, metadata: meta)
     }
 
     func testTinyModelExportsToTheCommittedBytes() throws {
         let path = packageRoot + "/Tests/Fixtures/tiny.onnx"
         if ProcessInfo.processInfo.environment["DISTTRAIN_WRITE_FIXTURES"] == "1" { try Data(tiny()).write(to: URL(fileURLWithPath: path)) }
         let committed = try Data(contentsOf: URL(fileURLWithPath: path))
-        XCTAssertEqual([UInt8](committed), tiny(), "the export changed: re-check it with check_onnx.py before replacing the fixture")
+        XCTAssertEqual([UInt8](committed), try tiny(), "the export changed: re-check it with check_onnx.py before replacing the fixture")
         // onnxruntime 1.x on the fixture, input of zeros (check_onnx.py): p = [0.521377682685852, 0.47862234711647034].
         let net = ResNet(ResNetConfig(arch: .resnet18, inChannels: 1, numClasses: 2, width: 2), engine: Engine(backend: .fromEnvironment()))
         net.initialize(seed: 1)

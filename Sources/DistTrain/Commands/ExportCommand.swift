@@ -23,7 +23,7 @@ struct Export: ParsableCommand {
                                        arch: cfg.arch.rawValue)
         // DICOM/NIfTI runs: the HU window their slices were made with, which a user of the model must apply first.
         meta.window = cfg.window ?? ""
-        let bytes = ONNXExport.model(net, metadata: meta)
+        let bytes = try ONNXExport.model(net, metadata: meta)
         try durableWrite(onnx, data: Data(bytes))
         print(String(format: "wrote %@ (%.1f MB): %@, %d input channel(s), %dx%d, %d classes, from %@", onnx, Double(bytes.count) / 1e6,
                      cfg.arch.rawValue, cfg.inChannels, cfg.imageSize, cfg.imageSize, cfg.numClasses, path))

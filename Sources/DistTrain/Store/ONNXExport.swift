@@ -1,8 +1,9 @@
 import Foundation
+import SwiftProtobuf
 import Net
 
-/// The inference graph of a trained ResNet as ONNX (opset 17), written by our
-/// own protobuf encoder (onnx/onnx.proto field numbers):
+/// The inference graph of a trained ResNet as ONNX (opset 17), as the messages
+/// generated from onnx.proto (proto/onnx/onnx.proto, Sources/DistTrain/Proto):
 ///   image [batch, C, S, S] (normalised as the metadata says) -> Conv (BatchNorm
 ///   folded in) -> Relu -> MaxPool -> residual blocks (Conv, Relu, Add) ->
 ///   GlobalAveragePool -> Flatten -> Gemm -> Softmax -> probabilities [batch, K].
@@ -23,33 +24,40 @@ public enum ONNXExport {
         }
     }
 
-    // onnx.proto enums
-    static let float32 = 1, attrFloat = 1, attrInt = 2, attrString = 3, attrInts = 7
-
-    public static func model(_ net: ResNet, metadata: Metadata) -> [UInt8] {
+    /// The model's bytes; throws only past protobuf's 2 GiB message limit, which no reader would load.
+    public static func model(_ net: ResNet, metadata: Metadata) throws -> [UInt8] {
         let s = net.store
         func values(_ name: String) -> [Float] { s.read(s.entry(named: name)!) }
-        var nodes: [[UInt8]] = [], initializers: [[UInt8]] = []
+        var graph = Onnx_GraphProto()
+        let float32 = Int32(Onnx_TensorProto.DataType.float.rawValue)  // elem_type and data_type are int32 fields
         var counter = 0
         func fresh(_ base: String) -> String { counter += 1; return "\(base)_\(counter)" }
 
         func tensor(_ name: String, dims: [Int], _ v: [Float]) {
-            var t = ProtoWriter()
-            for d in dims { t.int(1, Int64(d)) }
-            t.int(2, Int64(float32))
-            t.string(8, name)
-            t.data(9, v.withUnsafeBytes { [UInt8]($0) })  // raw_data, little endian float32
-            initializers.append(t.bytes)
+            var t = Onnx_TensorProto()
+            t.dims = dims.map { Int64($0) }
+            t.dataType = float32
+            t.name = name
+            t.rawData = v.withUnsafeBytes { Data($0) }  // little endian float32
+            graph.initializer.append(t)
         }
         func node(_ op: String, _ inputs: [String], _ output: String, ints: [(String, [Int])] = [], int: [(String, Int)] = []) {
-            var n = ProtoWriter()
-            for i in inputs { n.string(1, i) }
-            n.string(2, output)
-            n.string(3, output)
-            n.string(4, op)
-            for (name, v) in ints { n.message(5) { a in a.string(1, name); for x in v { a.int(8, Int64(x)) }; a.int(20, Int64(attrInts)) } }
-            for (name, v) in int { n.message(5) { a in a.string(1, name); a.int(3, Int64(v)); a.int(20, Int64(attrInt)) } }
-            nodes.append(n.bytes)
+            var n = Onnx_NodeProto()
+            n.input = inputs
+            n.output = [output]
+            n.name = output
+            n.opType = op
+            for (name, v) in ints {
+                var a = Onnx_AttributeProto()
+                a.name = name; a.ints = v.map { Int64($0) }; a.type = .ints
+                n.attribute.append(a)
+            }
+            for (name, v) in int {
+                var a = Onnx_AttributeProto()
+                a.name = name; a.i = Int64(v); a.type = .int
+                n.attribute.append(a)
+            }
+            graph.node.append(n)
         }
         /// conv `c` with BN `b` folded in, from `input`; returns its output name.
         func convBN(_ c: String, _ b: String, _ input: String, stride: Int, relu: Bool) -> String {
@@ -110,36 +118,47 @@ public enum ONNXExport {
         node("Gemm", ["features", "fc.weight", "fc.bias"], "logits", int: [("transB", 1)])
         node("Softmax", ["logits"], "probabilities", int: [("axis", 1)])
 
-        func valueInfo(_ name: String, _ dims: [Any]) -> [UInt8] {
-            var v = ProtoWriter()
-            v.string(1, name)
-            v.message(2) { t in t.message(1) { tt in
-                tt.int(1, Int64(float32))
-                tt.message(2) { shape in for d in dims { shape.message(1) { dim in
-                    if let n = d as? Int { dim.int(1, Int64(n)) } else { dim.string(2, "\(d)") }
-                } } }
-            } }
-            return v.bytes
+        func valueInfo(_ name: String, _ dims: [Any]) -> Onnx_ValueInfoProto {
+            var t = Onnx_TypeProto.Tensor()
+            t.elemType = float32
+            t.shape.dim = dims.map { d in
+                var dim = Onnx_TensorShapeProto.Dimension()
+                if let n = d as? Int { dim.dimValue = Int64(n) } else { dim.dimParam = "\(d)" }
+                return dim
+            }
+            var v = Onnx_ValueInfoProto()
+            v.name = name
+            v.type.tensorType = t
+            return v
         }
         let S = metadata.imageSize, C = net.config.inChannels, K = net.config.numClasses
-        var graph = ProtoWriter()
-        for n in nodes { graph.data(1, n) }
-        graph.string(2, "disttrain-\(metadata.arch)")
-        for t in initializers { graph.data(5, t) }
-        graph.data(11, valueInfo("image", ["batch", C, S, S]))
-        graph.data(12, valueInfo("probabilities", ["batch", K]))
-        var m = ProtoWriter()
-        m.int(1, 8)  // ir_version 8 (onnx 1.10+), which opset 17 needs at least
-        m.string(2, "disttrain")
-        m.message(8) { o in o.string(1, ""); o.int(2, Int64(opset)) }
-        m.data(7, graph.bytes)
+        graph.name = "disttrain-\(metadata.arch)"
+        graph.input = [valueInfo("image", ["batch", C, S, S])]
+        graph.output = [valueInfo("probabilities", ["batch", K])]
+        var m = Onnx_ModelProto()
+        m.irVersion = 8  // onnx 1.10+, which opset 17 needs at least
+        m.producerName = "disttrain"
+        var opset = Onnx_OperatorSetIdProto()
+        opset.domain = ""  // the default (ai.onnx) domain, written out as onnx's own tools do
+        opset.version = Int64(Self.opset)
+        m.opsetImport = [opset]
+        m.graph = graph
         let props: [(String, String)] = [
             ("arch", metadata.arch), ("input_size", "\(S)"), ("input_channels", "\(C)"),
             ("mean", metadata.mean.map { "\($0)" }.joined(separator: ",")), ("std", metadata.std.map { "\($0)" }.joined(separator: ",")),
             ("normalisation", "input = (pixel / 255 - mean) / std, per channel, gray replicated into the channels"),
             ("class_names", metadata.classNames.joined(separator: ",")), ("window", metadata.window), ("output", "softmax probabilities"),
         ]
-        for (k, v) in props { m.message(14) { p in p.string(1, k); p.string(2, v) } }
-        return m.bytes
+        m.metadataProps = props.map { k, v in
+            var p = Onnx_StringStringEntryProto()
+            p.key = k; p.value = v
+            return p
+        }
+        // onnx.proto declares no required field, so only the size can fail serialization.
+        do {
+            return try m.serializedBytes()
+        } catch {
+            throw RuntimeError("cannot encode the ONNX model (\(metadata.arch)): \(error); protobuf messages stop at 2 GiB")
+        }
     }
 }

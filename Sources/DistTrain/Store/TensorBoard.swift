@@ -1,47 +1,16 @@
 import Foundation
+import SwiftProtobuf
 
 // TensorBoard event files, written by our own code (rank 0 only):
 // `RUN/events.out.tfevents.<seconds>.<host>.<pid>.<n>`, new files per process,
 // so `tensorboard --logdir checkpoints` shows every run's curves live.
 //
-// Framing (TFRecord): uint64 length, uint32 masked CRC-32C of the length,
-// the bytes, uint32 masked CRC-32C of the bytes; little endian. The bytes
-// are an `Event` protobuf (tensorflow/core/util/event.proto):
-//   Event      1 wall_time double, 2 step int64, 3 file_version string,
-//              5 summary Summary, 6 session_log SessionLog
-//   Summary    1 value repeated Value
-//   Value      1 tag string, 2 simple_value float, 4 image Image
-//   Image      1 height int32, 2 width int32, 3 colorspace int32, 4 encoded_image_string bytes (PNG)
-//   SessionLog 1 status (1 = START: a reader drops the events of later steps
-//              an earlier, interrupted process wrote; written on resume)
-
-/// Protobuf's wire format, the few pieces an Event needs.
-struct ProtoWriter {
-    var bytes: [UInt8] = []
-
-    mutating func varint(_ v: UInt64) {
-        var v = v
-        while v >= 0x80 { bytes.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
-        bytes.append(UInt8(v))
-    }
-    mutating func key(_ field: Int, _ wire: Int) { varint(UInt64(field << 3 | wire)) }
-    mutating func int(_ field: Int, _ v: Int64) { key(field, 0); varint(UInt64(bitPattern: v)) }
-    mutating func double(_ field: Int, _ v: Double) {
-        key(field, 1)
-        withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes += $0 }
-    }
-    mutating func float(_ field: Int, _ v: Float) {
-        key(field, 5)
-        withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes += $0 }
-    }
-    mutating func data(_ field: Int, _ v: [UInt8]) { key(field, 2); varint(UInt64(v.count)); bytes += v }
-    mutating func string(_ field: Int, _ s: String) { data(field, Array(s.utf8)) }
-    mutating func message(_ field: Int, _ build: (inout ProtoWriter) -> Void) {
-        var inner = ProtoWriter()
-        build(&inner)
-        data(field, inner.bytes)
-    }
-}
+// Framing (TFRecord), written here since it is not protobuf: uint64 length,
+// uint32 masked CRC-32C of the length, the bytes, uint32 masked CRC-32C of the
+// bytes; little endian. The bytes are an `Event`, the message generated from
+// TensorBoard's event.proto and summary.proto (proto/tensorboard/compat/proto,
+// Sources/DistTrain/Proto): a file_version first, then summaries (simple_value
+// scalars, PNG images) and, on resume, a SessionLog START.
 
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) as TFRecord masks it.
 enum CRC32C {
@@ -85,8 +54,10 @@ public final class EventWriter {
         guard fd >= 0 else { throw RuntimeError("cannot create the TensorBoard event file '\(name)': \(errnoText())") }
         path = name
         handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
-        try event(step: 0) { $0.string(3, "brain.Event:2") }
-        if let s = resumeStep { try event(step: Int64(s)) { $0.message(6) { $0.int(1, 1) } } }
+        try event(step: 0) { $0.fileVersion = "brain.Event:2" }
+        // A reader drops every event at or after a START's step that earlier files hold, so START goes one past
+        // the checkpoint: the steps it kept stay, those an interrupted process wrote after it go.
+        if let s = resumeStep { try event(step: Int64(s) + 1) { $0.sessionLog.status = .start } }
     }
 
     deinit { try? handle.close() }
@@ -94,10 +65,11 @@ public final class EventWriter {
     /// Scalars at `step`, one Value each.
     public func scalars(_ values: [(String, Double)], step: Int) throws {
         try event(step: Int64(step)) { e in
-            e.message(5) { s in
-                for (tag, v) in values where v.isFinite {
-                    s.message(1) { $0.string(1, tag); $0.float(2, Float(v)) }
-                }
+            e.summary.value = values.filter { $0.1.isFinite }.map { tag, v in
+                var value = Tensorboard_Summary.Value()
+                value.tag = tag
+                value.simpleValue = Float(v)
+                return value
             }
         }
     }
@@ -109,28 +81,35 @@ public final class EventWriter {
         }
         func be32(_ o: Int) -> Int { (o..<(o + 4)).reduce(0) { $0 << 8 | Int(bytes[bytes.startIndex + $1]) } }
         let width = be32(16), height = be32(20)
-        try event(step: Int64(step)) { e in
-            e.message(5) { s in
-                s.message(1) { v in
-                    v.string(1, tag)
-                    v.message(4) { i in i.int(1, Int64(height)); i.int(2, Int64(width)); i.int(3, 3); i.data(4, [UInt8](bytes)) }
-                }
-            }
-        }
+        var image = Tensorboard_Summary.Image()
+        image.height = Int32(clamping: height)
+        image.width = Int32(clamping: width)
+        image.colorspace = 3  // RGB
+        image.encodedImageString = bytes
+        var value = Tensorboard_Summary.Value()
+        value.tag = tag
+        value.image = image
+        try event(step: Int64(step)) { $0.summary.value = [value] }
     }
 
-    private func event(step: Int64, _ fill: (inout ProtoWriter) -> Void) throws {
-        var e = ProtoWriter()
-        e.double(1, Date().timeIntervalSince1970)
-        e.int(2, step)
+    private func event(step: Int64, _ fill: (inout Tensorboard_Event) -> Void) throws {
+        var e = Tensorboard_Event()
+        e.wallTime = Date().timeIntervalSince1970
+        e.step = step
         fill(&e)
+        let body: [UInt8]
+        do {
+            body = try e.serializedBytes()
+        } catch {
+            throw RuntimeError("cannot encode a TensorBoard event for '\(path)': \(error)")
+        }
         var record: [UInt8] = []
-        var length = UInt64(e.bytes.count).littleEndian
+        var length = UInt64(body.count).littleEndian
         let lengthBytes = withUnsafeBytes(of: &length) { [UInt8]($0) }
         record += lengthBytes
         withUnsafeBytes(of: CRC32C.masked(lengthBytes).littleEndian) { record += $0 }
-        record += e.bytes
-        withUnsafeBytes(of: CRC32C.masked(e.bytes).littleEndian) { record += $0 }
+        record += body
+        withUnsafeBytes(of: CRC32C.masked(body).littleEndian) { record += $0 }
         // One write per record, so a reader (tensorboard) sees whole records as they come;
         // no fsync per record: this runs every training step.
         do {
