@@ -7,26 +7,34 @@ struct Bench: ParsableCommand {
         abstract: "Time training steps (the training's own step: forward, backward, all-reduce, SGD-momentum update) on synthetic data.",
         discussion: "Prints one line per timed step, then the median images/s and the peak RSS. Use a release build.")
 
+    private static let defaults = TrainConfig()
+
     @OptionGroup var model: ModelOptions
     @OptionGroup var threading: ThreadOptions
-    @Option(help: "Global batch size (split evenly over ranks under mpirun).") var batchSize: Int = 32
+    @Option(help: "Global batch size (split evenly over ranks under mpirun).") var batchSize: Int = defaults.batchSize
     @Option(help: "Untimed warm-up steps.") var warmup: Int = 2
     @Option(help: "Timed steps.") var steps: Int = 8
     @Flag(help: "Print one machine-readable JSON line at the end.") var json = false
-    @Option(help: "Gradient all-reduce: overlapped or blocking.") var allreduce: AllreduceMode = .overlapped
-    @Option(help: "Gradient bucket size in MiB.") var bucketMb: Double = 25
-    @Flag(help: "SyncBatchNorm (statistics over all ranks).") var syncBn = false
+    @Option(help: "Gradient all-reduce: overlapped or blocking.") var allreduce: AllreduceMode = defaults.allreduce
+    @Option(name: .customLong("bucket-mb"), help: "Gradient bucket size in MiB.") var bucketMiB: Double = defaults.bucketMiB
+    @Flag(name: .customLong("sync-bn"), help: "SyncBatchNorm (statistics over all ranks).") var syncBatchNorm = defaults.syncBatchNorm
     @Flag(help: "Time each kind of work (GEMM, im2col, BatchNorm, ...) over the timed steps.") var profile = false
     @Option(help: ArgumentHelp("Minimum GEMM columns per image group in convolutions (tuning).", visibility: .hidden))
     var gemmColumns: Int?
-    @Option(help: "GEMM precision: fp32 or bf16 (needs AVX512-BF16).") var precision: Precision = .fp32
+    @Option(help: "GEMM precision: fp32 or bf16 (needs AVX512-BF16).") var precision: Precision = defaults.precision
     @Flag(help: "Instead of training steps: GFLOP/s of one core's fp32 GEMM (OpenBLAS) and bf16 GEMM on ResNet-18's shapes.")
     var gemm = false
 
+    /// The training run bench times steps of, checked by the rows `train` is checked by.
+    var config: TrainConfig {
+        var c = model.applied(to: Bench.defaults)
+        c.batchSize = batchSize; c.allreduce = allreduce; c.bucketMiB = bucketMiB; c.syncBatchNorm = syncBatchNorm; c.precision = precision
+        return c
+    }
+
     func validate() throws {
-        guard (1...65_536).contains(batchSize) else { throw ValidationError("--batch-size must be in 1...65536") }
+        if let first = config.problems(naming: ModelOptions.names).first { throw ValidationError(first) }
         guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be >= 1 and --warmup >= 0") }
-        guard bucketMb.isFinite, bucketMb >= 0.001, bucketMb <= 4096 else { throw ValidationError("--bucket-mb must be in 0.001...4096") }
     }
 
     func run() throws {
@@ -124,13 +132,13 @@ struct Bench: ParsableCommand {
         settings.gemmColumns = gemmColumns
         let engine = try settings.engine(precision)
         guard batchSize % comm.size == 0 else { throw RuntimeError("--batch-size \(batchSize) does not split over \(comm.size) ranks") }
-        let net = ResNet(model.config, engine: engine)
+        let net = ResNet(config.netConfig, engine: engine)
         net.initialize(seed: 0)
         let step = TrainStep(net: net, optimizer: Optimizer(OptimizerConfig(kind: .sgd, weightDecay: 1e-4), store: net.store), comm: comm,
-                             allreduce: allreduce, bucketMiB: bucketMb)
-        if syncBn && comm.size > 1 { net.synchroniseBatchNorm { comm.allreduceSum($0, count: $1) } }
-        let (x, labels) = syntheticBatch(batch: batchSize / comm.size, channels: model.channels, size: model.imageSize,
-                                         classes: model.classes, seed: 1 + UInt64(comm.rank))
+                             allreduce: allreduce, bucketMiB: bucketMiB)
+        if syncBatchNorm && comm.size > 1 { net.synchroniseBatchNorm { comm.allreduceSum($0, count: $1) } }
+        let (x, labels) = syntheticBatch(batch: batchSize / comm.size, channels: model.inChannels, size: model.imageSize,
+                                         classes: model.numClasses, seed: 1 + UInt64(comm.rank))
         var times: [Double] = [], reduceTimes: [Double] = []
         for i in 0..<(warmup + steps) {
             comm.barrier()
@@ -155,7 +163,7 @@ struct Bench: ParsableCommand {
         let rss = peakRSSMiB()
         print(String(format: "disttrain %@ %dch %dx%d global batch %d, %d rank(s) x %d thread(s): median %.3f s/step, %.2f img/s, "
                      + "all-reduce %@ %.1f ms/step after backward, peak RSS %.0f MiB (rank 0)",
-                     model.arch.rawValue, model.channels, model.imageSize, model.imageSize, batchSize, ranks, net.engine.threads, med, ips,
+                     model.arch.rawValue, model.inChannels, model.imageSize, model.imageSize, batchSize, ranks, net.engine.threads, med, ips,
                      allreduce.rawValue, median(reduceTimes) * 1000, rss))
         if profile {
             let total = times.reduce(0, +)

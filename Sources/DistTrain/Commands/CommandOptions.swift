@@ -5,30 +5,38 @@ import Net
 
 // Option groups shared by several commands.
 
-/// Options of every command that builds a network without a run folder (bench, smoke).
+/// Options of every command that builds a network without a run folder (bench, smoke):
+/// the fields of `TrainConfig` that a data set fills for `train`, checked by their rows
+/// in `TrainConfig.settings` under these options' names.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Architecture: \(Arch.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var arch: Arch = .resnet18
-    @Option(help: "Input channels (1 for CT slices, 3 for RGB).")
-    var channels: Int = 1
-    @Option(help: "Number of classes.")
-    var classes: Int = 2
-    @Option(help: "Height and width of the (square) input.")
-    var imageSize: Int = 224
-    @Option(help: "Channels of the stem (64 in torchvision; smaller for quick tests).")
-    var width: Int = 64
+    private static let defaults = TrainConfig()
 
-    func validate() throws {
-        guard channels >= 1 else { throw ValidationError("--channels must be at least 1") }
-        guard classes >= 2 else { throw ValidationError("--classes must be at least 2") }
-        guard (32...4096).contains(imageSize) else { throw ValidationError("--image-size must be in 32...4096 (ResNet downsamples 32x)") }
-        guard (1...1024).contains(width) else { throw ValidationError("--width must be in 1...1024") }
-        guard channels <= 64, classes <= 100_000 else {
-            throw ValidationError("--channels must be at most 64 and --classes at most 100000")
-        }
+    @Option(help: "Architecture: \(Arch.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var arch: Arch = defaults.arch
+    @Option(name: .customLong("channels"), help: "Input channels (1 for CT slices, 3 for RGB).")
+    var inChannels: Int = defaults.inChannels
+    @Option(name: .customLong("classes"), help: "Number of classes.")
+    var numClasses: Int = defaults.numClasses
+    @Option(help: "Height and width of the (square) input.")
+    var imageSize: Int = defaults.imageSize
+    @Option(help: "Channels of the stem (64 in torchvision; smaller for quick tests).")
+    var width: Int = defaults.width
+
+    /// How the problems of a config built from these options name its fields.
+    static let names: [PartialKeyPath<TrainConfig>: String] = [\.inChannels: "--channels", \.numClasses: "--classes"]
+
+    /// `config` with these options' fields set.
+    func applied(to config: TrainConfig) -> TrainConfig {
+        var c = config
+        c.arch = arch; c.inChannels = inChannels; c.numClasses = numClasses; c.imageSize = imageSize; c.width = width
+        return c
     }
 
-    var config: ResNetConfig { ResNetConfig(arch: arch, inChannels: channels, numClasses: classes, width: width) }
+    func validate() throws {
+        // Narrower than numClasses' range: over one class the cross-entropy is 0 whatever the
+        // weights, so there is nothing for smoke to fit or for bench to time.
+        guard numClasses >= 2 else { throw ValidationError("--classes must be at least 2") }
+    }
 }
 
 struct ThreadOptions: ParsableArguments {
@@ -78,7 +86,7 @@ struct SessionOptions: ParsableArguments {
     var eval = true
 
     func validate() throws {
-        guard stopAfter >= 0 else { throw ValidationError("--stop-after must be >= 0") }
+        if let problem = TrainConfig.problem(\.stopAfterEpochs, stopAfter) { throw ValidationError(problem) }
     }
 }
 

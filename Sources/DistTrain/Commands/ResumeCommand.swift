@@ -9,7 +9,7 @@ struct Resume: ParsableCommand {
     @OptionGroup var session: SessionOptions
 
     func validate() throws {
-        if let e = epochs, e < 1 { throw ValidationError("--epochs must be at least 1") }
+        if let e = epochs, let problem = TrainConfig.problem(\.epochs, e) { throw ValidationError(problem) }
     }
 
     func run() throws {

@@ -3,9 +3,13 @@ import Foundation
 import Net
 
 // The configuration of a run, in one place: the fields with their defaults
-// (`TrainConfig`), their checks (`validate`), their command-line options
-// (`TrainOptions`, defaults read from `TrainConfig`), and `config.json`
-// (the synthesized Codable). Adding an option touches this file only.
+// (`TrainConfig`; config.json is its synthesized Codable, so the field names
+// are the file's keys), and `TrainConfig.settings`, one row per field a user
+// sets: the option that names it, its range, and the option of `train` it is
+// read from. The checks (`problems()`, the same for argv and config.json),
+// `TrainOptions.config`, and the checks of pretrain, bench, smoke and resume
+// all come from those rows. Adding an option: its field, its `@Option` in
+// `TrainOptions` (the flag and its help), and its row.
 
 /// How the network starts: random (Kaiming) initialisation, or a source
 /// network trained on another task.
@@ -115,33 +119,59 @@ public struct TrainConfig: Codable, Sendable, Equatable {
         ResNetConfig(arch: arch, inChannels: inChannels, numClasses: numClasses, width: width)
     }
 
-    /// The problems of this configuration, each naming its command-line option;
-    /// the same checks for argv (exit 64) and for config.json (exit 1).
-    public func problems() -> [String] {
-        var p: [String] = []
-        func need(_ ok: Bool, _ s: String) { if !ok { p.append(s) } }
-        func within(_ v: Double, _ lo: Double, _ hi: Double) -> Bool { v.isFinite && v >= lo && v <= hi }
-        need((1...1_000_000).contains(epochs), "--epochs must be in 1...1000000")
-        need((2...65_536).contains(batchSize), "--batch-size must be in 2...65536")
-        need(lr.isFinite && lr > 0, "--lr must be a positive number")
-        need(within(momentum, 0, 0.999_999), "momentum must be in [0, 1)")
-        need(within(weightDecay, 0, 1e6), "--weight-decay must be a number in [0, 1e6]")
-        need(within(warmupEpochs, 0, Double(max(epochs, 1))), "--warmup-epochs must be in [0, --epochs]")
-        need((32...4096).contains(imageSize), "--image-size must be in 32...4096 (ResNet downsamples 32x)")
-        need(within(labelSmoothing, 0, 0.999_999), "--label-smoothing must be in [0, 1)")
-        need((0...1_000_000).contains(keepCheckpoints), "--keep-checkpoints must be in 0...1000000")
-        need((1...65_536).contains(evalBatchSize), "evalBatchSize must be in 1...65536")
+    /// Every field a user sets (in field order, which is the order problems() reports them),
+    /// with the option errors name it by and its range. `train`'s options are read through
+    /// these rows too: ConfigSettingsTests checks that every option of `train` has one.
+    static let settings: [Setting] = [
+        Setting(\.method, "--method", from: \.method),
+        Setting(\.arch, "--arch", from: \.arch),
+        Setting(\.data, "--data", from: \.data),
+        Setting(\.epochs, "--epochs", in: 1...1_000_000, from: \.epochs),
+        Setting(\.batchSize, "--batch-size", in: 2...65_536, from: \.batchSize),
+        Setting(\.lr, "--lr", in: Setting.positive, shown: "a positive number", from: \.lr),
+        Setting(\.optimizer, "--optimizer", from: \.optimizer),
+        Setting(\.momentum, "momentum", in: 0...0.999_999, shown: "in [0, 1)"),
+        Setting(\.weightDecay, "--weight-decay", in: 0...1e6, shown: "a number in [0, 1e6]", from: \.weightDecay),
+        Setting(\.schedule, "--schedule", from: \.schedule),
+        Setting(\.warmupEpochs, "--warmup-epochs", in: { 0...Double(max($0.epochs, 1)) }, shown: "in [0, --epochs]",
+                from: \.warmupEpochs),
+        Setting(\.imageSize, "--image-size", in: 32...4096, note: "ResNet downsamples 32x", from: \.imageSize),
+        Setting(\.seed, "--seed", from: \.seed),
+        Setting(\.run, "--run") { $0.run ?? "checkpoints/\($0.method.rawValue)" },
+        Setting(\.labelSmoothing, "--label-smoothing", in: 0...0.999_999, shown: "in [0, 1)", from: \.labelSmoothing),
+        Setting(\.augment, "--augment", from: \.augment),
+        Setting(\.keepCheckpoints, "--keep-checkpoints", in: 0...1_000_000, from: \.keepCheckpoints),
+        Setting(\.evalBatchSize, "evalBatchSize", in: 1...65_536),
         // 256 = 4x torchvision's 64: a ResNet-50 of 408 M parameters (1.6 GB of weights, about 8 GB to
         // train). Each doubling quadruples the model: width 1024 in a config.json is an 11 GB ResNet-18.
-        need((1...256).contains(width), "--width must be in 1...256")
-        need((1...64).contains(inChannels), "inChannels must be in 1...64")
-        need((1...100_000).contains(numClasses), "numClasses must be in 1...100000")
-        need((0...1_000_000).contains(freezeEpochs), "--freeze-epochs must be in 0...1000000")
-        need(backboneLRScale.isFinite && backboneLRScale > 0, "--backbone-lr-scale must be a positive number")
-        need((0...1_000_000).contains(stopAfterEpochs), "--stop-after must be in 0...1000000")
-        need(ema.isFinite && ema >= 0 && ema < 1, "--ema must be in [0, 1) (0: off)")
-        need(bucketMiB.isFinite && bucketMiB >= 0.001 && bucketMiB <= 4096, "--bucket-mb must be in 0.001...4096")
-        need((1...65_536).contains(referenceBatch), "--reference-batch must be in 1...65536")
+        Setting(\.width, "--width", in: 1...256, from: \.width),
+        Setting(\.inChannels, "inChannels", in: 1...64),
+        Setting(\.numClasses, "numClasses", in: 1...100_000),
+        Setting(\.precision, "--precision", from: \.precision),
+        Setting(\.pretrained, "--pretrained") { $0.method == .transfer ? $0.pretrained ?? defaultSource : nil },
+        Setting(\.freezeEpochs, "--freeze-epochs", in: 0...1_000_000, from: \.freezeEpochs, only: .transfer),
+        Setting(\.backboneLRScale, "--backbone-lr-scale", in: Setting.positive, shown: "a positive number",
+                from: \.backboneLRScale, only: .transfer),
+        Setting(\.adaptConv1, "--adapt-conv1", from: \.adaptConv1, only: .transfer),
+        Setting(\.frozenBatchNormStatistics, "--frozen-bn-stats", from: \.frozenBatchNormStatistics),
+        // Set by --stop-after of train and resume (SessionOptions), not by TrainOptions.
+        Setting(\.stopAfterEpochs, "--stop-after", in: 0...1_000_000),
+        Setting(\.ema, "--ema", in: 0...1.0.nextDown, shown: "in [0, 1) (0: off)", from: \.ema),
+        Setting(\.syncBatchNorm, "--sync-bn", from: \.syncBatchNorm),
+        Setting(\.allreduce, "--allreduce", from: \.allreduce),
+        Setting(\.bucketMiB, "--bucket-mb", in: 0.001...4096, shown: "in 0.001...4096", from: \.bucketMiB),
+        Setting(\.lrScaling, "--lr-scaling", from: \.lrScaling),
+        Setting(\.referenceBatch, "--reference-batch", in: 1...65_536, from: \.referenceBatch),
+    ]
+
+    /// The problems of this configuration, each naming its command-line option;
+    /// the same checks for argv (exit 64) and for config.json (exit 1).
+    public func problems() -> [String] { problems(naming: [:]) }
+
+    /// problems(), with the fields in `names` called so (the options of bench and smoke).
+    func problems(naming names: [PartialKeyPath<TrainConfig>: String]) -> [String] {
+        var p = TrainConfig.settings.compactMap { $0.problem(self, as: names[$0.field]) }
+        func need(_ ok: Bool, _ s: String) { if !ok { p.append(s) } }
         for (name, v) in [("mean", mean), ("std", std)] where !v.isEmpty {
             need(v.count == 1 || v.count == inChannels, "\(name) must have 1 or inChannels (\(inChannels)) values, has \(v.count)")
             need(v.allSatisfy { $0.isFinite }, "\(name) must be finite")
@@ -155,6 +185,14 @@ public struct TrainConfig: Codable, Sendable, Equatable {
         need(mean.isEmpty == std.isEmpty, "mean and std go together")
         need(classNames.isEmpty || classNames.count == numClasses, "classNames must name the numClasses (\(numClasses)) classes")
         return p
+    }
+
+    /// The problem of one field given alone, before there is a whole config to check
+    /// (resume's --epochs and --stop-after are checked as options, before config.json is read).
+    static func problem<V>(_ field: WritableKeyPath<TrainConfig, V>, _ value: V) -> String? {
+        var c = TrainConfig()
+        c[keyPath: field] = value
+        return settings.first { $0.field == field as PartialKeyPath<TrainConfig> }?.problem(c)
     }
 
     public func save(to path: String) throws {
@@ -184,8 +222,9 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     }
 }
 
-/// The options of `train`, decoded straight into a `TrainConfig`: each
-/// option's default is the config's.
+/// The options of `train`, read into a `TrainConfig` through `TrainConfig.settings`:
+/// each option's default is the config's, and each property has its field's name
+/// (the flag keeps its own where they differ: --bucket-mb is `bucketMiB`).
 struct TrainOptions: ParsableArguments {
     private static let defaults = TrainConfig()
 
@@ -214,23 +253,23 @@ struct TrainOptions: ParsableArguments {
     @Option(help: "Epoch checkpoints to keep (last.h5 and best.h5 always stay).") var keepCheckpoints: Int = defaults.keepCheckpoints
     @Option(help: ArgumentHelp("Channels of the stem (64 as torchvision; smaller for quick tests).", visibility: .hidden))
     var width: Int = defaults.width
-    @Flag(help: ArgumentHelp("BatchNorm trains on its running statistics (tests).", visibility: .hidden))
-    var frozenBnStats = defaults.frozenBatchNormStatistics
+    @Flag(name: .customLong("frozen-bn-stats"), help: ArgumentHelp("BatchNorm trains on its running statistics (tests).", visibility: .hidden))
+    var frozenBatchNormStatistics = defaults.frozenBatchNormStatistics
     @Option(help: "Transfer source (HDF5 from pretrain or import-weights); default: \(defaultSource), built by pretrain when missing.")
     var pretrained: String?
     @Option(help: "Transfer: epochs training the new head alone (backbone and its BatchNorm frozen).")
     var freezeEpochs: Int = defaults.freezeEpochs
     @Option(help: "Transfer: learning-rate multiplier of the backbone after the frozen epochs.")
-    var backboneLrScale: Double = defaults.backboneLRScale
+    var backboneLRScale: Double = defaults.backboneLRScale
     @Option(help: "Transfer: an RGB source's conv1 on gray images: sum (over its input channels) or replicate (gray x3).")
     var adaptConv1: Conv1Adaptation = defaults.adaptConv1
     @Option(help: "Exponential moving average of the weights, e.g. 0.999 (0: off); validation, best.h5 and inference use it.")
     var ema: Double = defaults.ema
-    @Flag(help: "SyncBatchNorm: BatchNorm statistics (and their gradients) over the global batch of all ranks.")
-    var syncBn = defaults.syncBatchNorm
+    @Flag(name: .customLong("sync-bn"), help: "SyncBatchNorm: BatchNorm statistics (and their gradients) over the global batch of all ranks.")
+    var syncBatchNorm = defaults.syncBatchNorm
     @Option(help: "Gradient all-reduce: overlapped (buckets start while backward runs) or blocking (after it).")
     var allreduce: AllreduceMode = defaults.allreduce
-    @Option(help: "Gradient bucket size in MiB.") var bucketMb: Double = defaults.bucketMiB
+    @Option(name: .customLong("bucket-mb"), help: "Gradient bucket size in MiB.") var bucketMiB: Double = defaults.bucketMiB
     @Option(help: "Scale --lr from --reference-batch to --batch-size: none, linear or sqrt (warm-up as --warmup-epochs).")
     var lrScaling: LRScaling = defaults.lrScaling
     @Option(help: "The batch --lr is meant for, with --lr-scaling.") var referenceBatch: Int = defaults.referenceBatch
@@ -239,17 +278,7 @@ struct TrainOptions: ParsableArguments {
 
     var config: TrainConfig {
         var c = TrainConfig()
-        c.method = method; c.arch = arch; c.data = data; c.epochs = epochs; c.batchSize = batchSize; c.lr = lr
-        c.optimizer = optimizer; c.weightDecay = weightDecay; c.schedule = schedule; c.warmupEpochs = warmupEpochs
-        c.imageSize = imageSize; c.seed = seed; c.run = run ?? "checkpoints/\(method.rawValue)"
-        c.labelSmoothing = labelSmoothing; c.augment = augment; c.keepCheckpoints = keepCheckpoints; c.width = width
-        c.frozenBatchNormStatistics = frozenBnStats; c.ema = ema
-        c.syncBatchNorm = syncBn; c.allreduce = allreduce; c.bucketMiB = bucketMb
-        c.lrScaling = lrScaling; c.referenceBatch = referenceBatch; c.precision = precision
-        if method == .transfer {
-            c.pretrained = pretrained ?? defaultSource
-            c.freezeEpochs = freezeEpochs; c.backboneLRScale = backboneLrScale; c.adaptConv1 = adaptConv1
-        }
+        for s in TrainConfig.settings { s.option?(self, &c) }
         return c
     }
 
