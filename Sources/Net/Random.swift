@@ -1,7 +1,9 @@
 import Foundation
 
-/// xoshiro256** (Blackman & Vigna), seeded through SplitMix64. Small, fast,
-/// and its whole state is four words, so checkpoints can store it.
+/// xoshiro256** (Blackman & Vigna), seeded through SplitMix64: small and fast.
+/// No checkpoint stores a generator: each stream is seeded again from the run's
+/// seed and where it is (the epoch for data order, epoch and image for an
+/// augmentation), so a resumed run draws what an uninterrupted one would.
 public struct Xoshiro256: RandomNumberGenerator, Codable, Sendable, Equatable {
     public var s: [UInt64]
 

@@ -85,7 +85,6 @@ public final class ResidualBlock {
     let profiler: Profiler
     /// dL/d(block output) seen by the last backward (for CAM capture).
     public private(set) var lastOutputGrad: Tensor?
-    private var input: Tensor?
 
     init(_ l: Layers, name: String, basic: Bool, inplanes: Int, planes: Int, stride: Int) {
         self.name = name
@@ -124,7 +123,6 @@ public final class ResidualBlock {
     var convs: [Conv2d] { branch.map(\.conv) + (downsample.map { [$0.conv] } ?? []) }
 
     func forward(_ x: Tensor) -> Tensor {
-        input = x
         var h = x
         for cb in branch { h = cb.forward(h) }
         let identity = downsample?.forward(x) ?? x
