@@ -10,7 +10,15 @@ import Net
 /// Loads into torchvision.models.resnet18(num_classes=2) (conv1 widened) by
 /// key with h5py. Written to *.tmp, fsynced, renamed: never half a file.
 public enum Checkpoint {
-    public static let formatVersion = 1.0
+    /// The layout a checkpoint says it has; a disttrain refuses files newer than its own.
+    /// 2: `state/<field>`, one dataset per TrainState field (8690bcf), and, with --ema, the
+    /// average in `model/` and the training weights and BatchNorm statistics in `training/`
+    /// (1467e27, 5caf8f5). An older disttrain would have resumed such a checkpoint from the
+    /// average, or not found `state/best`; they read 1 and so refuse 2.
+    /// 1: the first round (`state/best` = [loss, accuracy], no `training/`), and the files
+    /// written with the layout of 2 before this bump, which still said 1. Loading goes by
+    /// what a file holds (`readFields`, `training/` present or not), so every 1 reads.
+    public static let formatVersion = 2.0
 
     public static func save(_ path: String, net: ResNet, optimizer: Optimizer, state: TrainState, config: TrainConfig,
                             ema: WeightEMA? = nil) throws {
