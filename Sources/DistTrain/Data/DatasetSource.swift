@@ -263,7 +263,27 @@ public enum DatasetSource {
         guard let train = splits.first(where: { $0.0 == "train" }), !train.1.isEmpty else {
             throw RuntimeError("'\(dir)': the train split is empty")
         }
+        try checkFiles(splits)
         let all = splits.flatMap { $0.1 }
+        let geometry = try geometry(all, size: size, channels: wantChannels, maxPixels: maxPixels)
+        let bytes = try decode(all, to: geometry, resize: size != nil, maxPixels: maxPixels, progress: progress)
+        let names = try checkClasses(splits, names: classNames, declared: classes)
+        let (mean, std) = DatasetSource.channelStatistics(bytes, images: train.1.count, geometry)
+        let fp = fingerprint(splits, size: size, channels: wantChannels)
+        try write(out, splits: splits, images: bytes, geometry, classNames: names, mean: mean, std: std, fingerprint: fp)
+        try staged?.commit()
+        staged = nil
+        return fp
+    }
+
+    /// Channels, height and width of every image of a data set.
+    struct Geometry {
+        let channels: Int, height: Int, width: Int
+        var pixels: Int { channels * height * width }
+    }
+
+    /// Every listed image exists, is a regular file and lies inside the data folder (links resolved).
+    func checkFiles(_ splits: [(String, [Sample])]) throws {
         let fm = FileManager.default
         let root = URL(fileURLWithPath: dir).resolvingSymlinksInPath().path + "/"
         for (split, samples) in splits { for s in samples {
@@ -277,18 +297,26 @@ public enum DatasetSource {
                 throw RuntimeError(at + "image '\(s.file)' resolves outside the data folder '\(dir)'")
             }
         } }
-        // Geometry from the first image unless given.
+    }
+
+    /// The geometry given, or the first image's; refused when the decoded set would not fit in half the memory.
+    func geometry(_ all: [Sample], size: Int?, channels: Int?, maxPixels: Int) throws -> Geometry {
         let first = try image(all[0], maxPixels: maxPixels)
-        let C = wantChannels ?? first.channels
-        let H = size ?? first.height, W = size ?? first.width
-        let per = C * H * W
-        let (total, overflow) = per.multipliedReportingOverflow(by: all.count)
+        let g = Geometry(channels: channels ?? first.channels, height: size ?? first.height, width: size ?? first.width)
+        let (total, overflow) = g.pixels.multipliedReportingOverflow(by: all.count)
         let budget = Int(ProcessInfo.processInfo.physicalMemory / 2)
         guard !overflow, total <= budget else {
-            throw RuntimeError("\(all.count) images of \(C)x\(H)x\(W) need more than half of this machine's memory; "
+            throw RuntimeError("\(all.count) images of \(g.channels)x\(g.height)x\(g.width) need more than half of this machine's memory; "
                                + "pass --image-size to resize them")
         }
-        var bytes = [UInt8](repeating: 0, count: total)
+        return g
+    }
+
+    /// Every image decoded on all cores into one [N, C, H, W] buffer, converted to the geometry's
+    /// channels and, with `resize`, to its size (else an image of another size is an error).
+    func decode(_ all: [Sample], to g: Geometry, resize: Bool, maxPixels: Int, progress: ((Int, Int) -> Void)?) throws -> [UInt8] {
+        let per = g.pixels, C = g.channels, H = g.height, W = g.width
+        var bytes = [UInt8](repeating: 0, count: per * all.count)
         var failure: String? = nil
         let lock = NSLock()
         var done = 0
@@ -302,7 +330,7 @@ public enum DatasetSource {
                     do {
                         var img = try image(s, maxPixels: maxPixels).converted(channels: C)
                         if img.width != W || img.height != H {
-                            guard size != nil else {
+                            guard resize else {
                                 throw RuntimeError("image '\(s.name)' is \(img.width)x\(img.height), the first was \(W)x\(H); "
                                                    + "pass --image-size to resize")
                             }
@@ -321,22 +349,33 @@ public enum DatasetSource {
             }
         }
         if let f = failure { throw RuntimeError(f) }
-        let names = try checkClasses(splits, names: classNames, declared: classes)
-        // Train statistics per channel, in [0, 1] units.
+        return bytes
+    }
+
+    /// Mean and standard deviation per channel, in [0, 1] units, of the first `images`
+    /// images of `bytes` (the train split, which comes first).
+    static func channelStatistics(_ bytes: [UInt8], images: Int, _ g: Geometry) -> (mean: [Double], std: [Double]) {
+        let C = g.channels, HW = g.height * g.width, per = g.pixels
         var mean = [Double](repeating: 0, count: C), sq = [Double](repeating: 0, count: C)
-        for i in 0..<train.1.count {
+        for i in 0..<images {
             for c in 0..<C {
                 var s = 0.0, s2 = 0.0
-                for p in 0..<(H * W) { let v = Double(bytes[i * per + c * H * W + p]) / 255; s += v; s2 += v * v }
+                for p in 0..<HW { let v = Double(bytes[i * per + c * HW + p]) / 255; s += v; s2 += v * v }
                 mean[c] += s; sq[c] += s2
             }
         }
-        let n = Double(train.1.count * H * W)
+        let n = Double(images * HW)
         let std = (0..<C).map { max(((sq[$0] / n) - (mean[$0] / n) * (mean[$0] / n)).squareRoot(), 1e-6) }
-        mean = mean.map { $0 / n }
-        let fp = fingerprint(splits, size: size, channels: wantChannels)
+        return (mean.map { $0 / n }, std)
+    }
+
+    /// The data set file (written whole or not at all): images, labels, names, groups, splits as
+    /// index ranges in listing order, class names, the train statistics and what it was made from.
+    func write(_ out: String, splits: [(String, [Sample])], images bytes: [UInt8], _ g: Geometry, classNames: [String],
+               mean: [Double], std: [Double], fingerprint: String) throws {
+        let all = splits.flatMap { $0.1 }
         try durableHDF5(out) { f in
-            try f.writeImages("images", shape: [all.count, C, H, W], bytes: bytes)
+            try f.writeImages("images", shape: [all.count, g.channels, g.height, g.width], bytes: bytes)
             try f.write("labels", shape: [all.count], int64s: all.map { Int64($0.label) })
             try f.writeStrings("filenames", all.map(\.name))
             if all.contains(where: { $0.group != nil }) { try f.writeStrings("groups", all.map { $0.group ?? "" }) }
@@ -346,17 +385,14 @@ public enum DatasetSource {
                             chunked: !samples.isEmpty)
                 offset += samples.count
             }
-            try f.writeStrings("class_names", names)
+            try f.writeStrings("class_names", classNames)
             try f.write("mean", doubles: mean)
             try f.write("std", doubles: std)
             try f.setAttribute("format", "disttrain-dataset")
             try f.setAttribute("version", 1.0)
             try f.setAttribute("source", dir)
-            try f.setAttribute("fingerprint", fp)
+            try f.setAttribute("fingerprint", fingerprint)
             if case .medical(let m) = self { try f.setAttribute("window", m.window.argument) }
         }
-        try staged?.commit()
-        staged = nil
-        return fp
     }
 }
