@@ -24,9 +24,14 @@ struct Predict: ParsableCommand {
     @OptionGroup var limits: ImageLimitOptions
     @Option(help: "Test-time augmentation: none or flip (mean of the image's and its mirror's probabilities).")
     var tta: TestTimeAugmentation = .none
+    @Option(help: "Images per forward pass (default: the run's evalBatchSize); 1 is one image at a time, as before; any size agrees to 1e-6.")
+    var batchSize: Int?
     @OptionGroup var threading: ThreadOptions
 
-    func validate() throws { guard !images.isEmpty else { throw ValidationError("give at least one image") } }
+    func validate() throws {
+        guard !images.isEmpty else { throw ValidationError("give at least one image") }
+        if let b = batchSize, !(1...65_536).contains(b) { throw ValidationError("--batch-size must be in 1...65536") }
+    }
 
     func run() throws {
         let kinds = try explain.kinds()
@@ -35,29 +40,20 @@ struct Predict: ParsableCommand {
         let cfg = try TrainConfig.load(configPath)
         guard !cfg.mean.isEmpty else { throw RuntimeError("'\(configPath)' has no input normalisation (mean, std)") }
         // In the run's precision (a bf16 run's probabilities and CAMs are eval's), the checkpoint checked before it is built.
-        let net = try RunModel.load(checkpoint, config: cfg, configPath: configPath, settings: threading.settings)
-        net.setTraining(false)
+        let classifier = try Classifier.load(checkpoint, config: cfg, configPath: configPath, settings: threading.settings, tta: tta,
+                                             batchSize: batchSize)
         let S = cfg.imageSize
-        let maker = BatchMaker(channels: 1, height: S, width: S, size: S, mean: cfg.mean, std: cfg.std, outChannels: cfg.inChannels)
-        let explainer = try CAMExplainer(net: net)
+        let explainer = try CAMExplainer(net: classifier.net)
         let inputs = PredictInput.uniqueStems(try PredictInput.expand(images, window: window,
                                                                        runWindow: cfg.window.flatMap(Window.init(argument:)),
                                                                        maxPixels: limits.maxPixels))
-        func prepared(_ input: PredictInput) -> (gray: RasterImage, x: Tensor) {
-            let img = input.image.converted(channels: 1).resized(width: S, height: S)
-            let x = Tensor([1, cfg.inChannels, S, S])
-            img.pixels.withUnsafeBufferPointer { maker.fill(x, slot: 0, bytes: $0.baseAddress!, aug: .identity) }
-            return (img, x)
-        }
         // Every probability first: a model that overflows on any input (3e38 weights) is refused before a file is written.
-        var probabilities: [[Float]] = []
-        for input in inputs {
-            let p = tta.probabilities(net, prepared(input).x)[0]
+        let probabilities = classifier.probabilities(of: inputs.map(\.image))
+        for (input, p) in zip(inputs, probabilities) {
             if let bad = p.first(where: { !$0.isFinite }) {
                 throw RuntimeError("'\(input.name)': checkpoint '\(checkpoint)' gives a non-finite probability (\(bad.isNaN ? "NaN" : "\(bad)")): its weights "
                                    + "or the mean/std of '\(configPath)' overflow float32; nothing was written")
             }
-            probabilities.append(p)
         }
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         let positive = "p_" + (cfg.classNames.last ?? "1").lowercased()
@@ -65,9 +61,8 @@ struct Predict: ParsableCommand {
         var maps = [String: [Float]](), perSeries: [(String, [Double])] = []
         func className(_ k: Int) -> String { cfg.classNames.indices.contains(k) ? cfg.classNames[k] : "\(k)" }
         for (input, p) in zip(inputs, probabilities) {
-            let k = p.indices.max { p[$0] < p[$1] } ?? 0
             let pk = p.last ?? 0
-            csv += CSV.row([input.name, String(format: "%.6f", pk), className(k)])
+            csv += CSV.row([input.name, String(format: "%.6f", pk), className(Classifier.decide(p))])
             if let series = input.series {
                 if perSeries.last?.0 == series {
                     perSeries[perSeries.count - 1].1.append(Double(pk))
@@ -76,7 +71,7 @@ struct Predict: ParsableCommand {
                 }
             }
             guard !kinds.isEmpty else { continue }
-            let (img, x) = prepared(input)
+            let img = classifier.input(input.image), x = classifier.tensor([img])
             let gray = img.pixels.map { Float($0) / 255 }
             for kind in kinds {
                 let m = explainer.explain(x, method: kind).maps
@@ -90,7 +85,7 @@ struct Predict: ParsableCommand {
             for (series, ps) in perSeries {
                 let mean = ps.reduce(0, +) / Double(ps.count), mx = ps.max() ?? mean
                 rows += CSV.row([series, "\(ps.count)", String(format: "%.6f", mean), String(format: "%.6f", mx),
-                                 className(mean >= 0.5 ? cfg.classNames.count - 1 : 0)])
+                                 className(Classifier.decide(score: mean) == 1 ? cfg.classNames.count - 1 : 0)])
                 print(String(format: "series %@: %d slices, mean p %.4f, max p %.4f", series, ps.count, mean, mx))
             }
             try durableWrite(out + "/series.csv", data: Data(rows.utf8))

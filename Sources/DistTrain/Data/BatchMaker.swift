@@ -19,12 +19,6 @@ public struct BatchMaker {
                   mean: mean ?? dataset.mean, std: std ?? dataset.std, outChannels: outChannels)
     }
 
-    /// As a run's configuration says: its resolution, input channels and normalisation.
-    public init(dataset: Dataset, config: TrainConfig) {
-        self.init(dataset: dataset, size: config.imageSize, outChannels: config.inChannels,
-                  mean: config.mean.isEmpty ? nil : config.mean, std: config.std.isEmpty ? nil : config.std)
-    }
-
     public init(channels: Int, height: Int, width: Int, size: Int, mean: [Double], std: [Double], outChannels: Int? = nil) {
         self.channels = channels; self.height = height; self.width = width; self.size = size
         self.outChannels = outChannels ?? channels

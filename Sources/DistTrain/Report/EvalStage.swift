@@ -129,7 +129,7 @@ public enum EvalStage {
                              cams: [CAMKind], dir: String) throws -> [String] {
         let ds = evaluator.dataset, indices = ds[split: .test]
         var sample = fixedSample(ds)
-        let wrong = indices.indices.filter { (test.scores[$0] >= 0.5 ? 1 : 0) != test.labels[$0] }.prefix(2)
+        let wrong = indices.indices.filter { Classifier.decide(score: test.scores[$0]) != test.labels[$0] }.prefix(2)
         sample += wrong.filter { !sample.contains($0) }
         let S = cfg.imageSize, columns = ["input", "input-gradient"] + cams.map(\.rawValue)
         let filenames = ds.count > 0 ? try ds.filenames() : []
@@ -146,7 +146,7 @@ public enum EvalStage {
             }
             tiles.append(cells)
             let p = test.scores[pos]
-            let predicted = p >= 0.5 ? 1 : 0
+            let predicted = Classifier.decide(score: p)
             let file = filenames.indices.contains(indices[pos]) ? filenames[indices[pos]] : name
             rowLabels.append([(file as NSString).lastPathComponent, "true: \(className(lab[0]))", "predicted: \(className(predicted))",
                               String(format: "p(%@) = %.3f", className(1), p)])

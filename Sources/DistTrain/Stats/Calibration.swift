@@ -3,7 +3,7 @@ import Foundation
 /// Do the probabilities mean what they say? Expected calibration error and the
 /// reliability diagram (Guo et al. 2017, "On Calibration of Modern Neural
 /// Networks", eq. 3), and temperature scaling fitted on the validation split.
-/// Binary: the confidence of an image is max(p, 1 - p), its prediction p > 0.5.
+/// Binary: the confidence of an image is max(p, 1 - p), its prediction `Classifier.decide(score: p)`.
 public enum Calibration {
     /// One bin of the reliability diagram: confidences in (lower, upper].
     public struct Bin: Codable, Sendable, Equatable {
@@ -22,7 +22,7 @@ public enum Calibration {
             let c = max(p, 1 - p)
             let m = min(max(Int((min(c, 1) * Double(binCount)).rounded(.up)) - 1, 0), binCount - 1)
             n[m] += 1; conf[m] += c
-            if (p > 0.5 ? 1 : 0) == y { right[m] += 1 }
+            if Classifier.decide(score: p) == y { right[m] += 1 }
         }
         return (0..<binCount).map { m in
             Bin(lower: Double(m) / Double(binCount), upper: Double(m + 1) / Double(binCount), count: n[m],

@@ -24,7 +24,7 @@ public struct RunEvidence: Codable, Sendable {
         self.resamples = resamples; self.seed = seed
         figures = BinaryFigures(labels: testLabels, scores: testScores)
         intervals = Stats.bootstrapIntervals(labels: testLabels, scores: testScores, resamples: resamples, seed: seed)
-        let right = zip(testLabels, testScores).filter { ($1 > 0.5 ? 1 : 0) == $0 }.count
+        let right = zip(testLabels, testScores).filter { Classifier.decide(score: $1) == $0 }.count
         accuracyExact = Stats.clopperPearson(successes: right, trials: max(testLabels.count, 1))
         ece = Calibration.expectedCalibrationError(labels: testLabels, scores: testScores)
         let t = valLabels.isEmpty ? 1 : Calibration.fitTemperature(labels: valLabels, scores: valScores)
@@ -50,7 +50,7 @@ public struct PairedComparison: Codable, Sendable {
         self.nameA = nameA; self.nameB = nameB; images = labels.count
         var a = 0, b = 0
         for (y, (pa, pb)) in zip(labels, zip(scoresA, scoresB)) {
-            let ra = (pa > 0.5 ? 1 : 0) == y, rb = (pb > 0.5 ? 1 : 0) == y
+            let ra = Classifier.decide(score: pa) == y, rb = Classifier.decide(score: pb) == y
             if ra && !rb { a += 1 }
             if rb && !ra { b += 1 }
         }
@@ -100,7 +100,7 @@ public struct CleanSubset: Codable, Sendable {
         let y = clean.map { labels[$0] }, p = clean.map { scores[$0] }
         figures = BinaryFigures(labels: y, scores: p)
         intervals = y.isEmpty ? [:] : Stats.bootstrapIntervals(labels: y, scores: p, seed: seed)
-        let right = zip(y, p).filter { ($1 > 0.5 ? 1 : 0) == $0 }.count
+        let right = zip(y, p).filter { Classifier.decide(score: $1) == $0 }.count
         accuracyExact = y.isEmpty ? Interval(lower: .nan, upper: .nan, level: 0.95)
             : Stats.clopperPearson(successes: right, trials: y.count)
         nearestNeighbourAccuracy = audit.nearestNeighbourAccuracy

@@ -15,8 +15,8 @@ public struct Interval: Codable, Sendable, Equatable {
     public func contains(_ v: Double) -> Bool { v >= lower && v <= upper }
 }
 
-/// The figures of a binary classifier at threshold 0.5 (class 1 when p > 0.5,
-/// as argmax over two softmax outputs decides), for resampled test sets.
+/// The figures of a binary classifier at `Classifier.threshold` (class 1 when
+/// p > 0.5), for resampled test sets.
 public struct BinaryFigures: Codable, Sendable, Equatable {
     public var accuracy = Double.nan, sensitivity = Double.nan, specificity = Double.nan
     public var precision = Double.nan, f1 = Double.nan, auc = Double.nan
@@ -29,7 +29,7 @@ public struct BinaryFigures: Codable, Sendable, Equatable {
         guard !labels.isEmpty else { self.init(); return }
         var tp = 0.0, tn = 0.0, fp = 0.0, fn = 0.0
         for (y, p) in zip(labels, scores) {
-            let predicted = p > 0.5 ? 1 : 0
+            let predicted = Classifier.decide(score: p)
             switch (y, predicted) {
             case (1, 1): tp += 1
             case (0, 0): tn += 1
