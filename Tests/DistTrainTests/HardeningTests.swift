@@ -9,13 +9,6 @@ import XCTest
 final class HardeningTests: XCTestCase {
     let fixtures = packageRoot + "/Tests/Fixtures/"
 
-    func assertError(_ body: @autoclosure () throws -> Any, contains words: String..., file: StaticString = #filePath,
-                     line: UInt = #line) {
-        XCTAssertThrowsError(try body(), file: file, line: line) { e in
-            for w in words { XCTAssertTrue("\(e)".contains(w), "'\(w)' not in: \(e)", file: file, line: line) }
-        }
-    }
-
     // MARK: memory safety: safetensors offsets
 
     func testSafetensorsOffsetsOutsideTheBufferOverlapsAndHolesAreRefused() throws {

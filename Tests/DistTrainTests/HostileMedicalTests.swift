@@ -13,13 +13,6 @@ import XCTest
 final class HostileMedicalTests: XCTestCase {
     let fixtures = packageRoot + "/Tests/Fixtures/"
 
-    func assertError(_ body: @autoclosure () throws -> Any, contains words: String..., file: StaticString = #filePath,
-                     line: UInt = #line) {
-        XCTAssertThrowsError(try body(), file: file, line: line) { e in
-            for w in words { XCTAssertTrue("\(e)".contains(w), "'\(w)' not in: \(e)", file: file, line: line) }
-        }
-    }
-
     // MARK: builders
 
     static let explicitLE = "1.2.840.10008.1.2.1", jpegBaseline = "1.2.840.10008.1.2.4.50", rle = "1.2.840.10008.1.2.5"

@@ -119,3 +119,10 @@ func checkpointTensors(_ path: String) throws -> [String: [Float]] {
     }
     return out
 }
+
+/// `body` throws, and its message holds every one of `words` (the file it names, what is wrong).
+func assertError(_ body: @autoclosure () throws -> Any, contains words: String..., file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertThrowsError(try body(), file: file, line: line) { e in
+        for w in words { XCTAssertTrue("\(e)".contains(w), "'\(w)' not in: \(e)", file: file, line: line) }
+    }
+}
