@@ -157,15 +157,7 @@ public enum DatasetSource {
             var ln = stat()
             return "'\(oneLine(path))': \(e)" + (lstat(path, &ln) == 0 ? " (a broken link?)" : "")
         }
-        let kind: String
-        switch st.st_mode & S_IFMT {
-        case S_IFREG: return nil
-        case S_IFDIR: kind = "a folder"
-        case S_IFIFO: kind = "a FIFO"
-        case S_IFSOCK: kind = "a socket"
-        case S_IFCHR, S_IFBLK: kind = "a device"
-        default: kind = "of an unknown kind"
-        }
+        guard let kind = nonRegularKind(st.st_mode) else { return nil }
         return "'\(oneLine(path))': not a regular file (\(kind))"
     }
 

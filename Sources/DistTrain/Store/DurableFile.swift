@@ -8,6 +8,20 @@ import Foundation
 /// The C library's words for errno (e.g. "No space left on device").
 func errnoText(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
 
+/// What a stat() mode is when it is not a regular file ("a FIFO", "a folder", ...), for messages; nil for a regular file.
+func nonRegularKind(_ mode: mode_t) -> String? {
+    switch mode & S_IFMT {
+    case S_IFREG: return nil
+    case S_IFDIR: return "a folder"
+    case S_IFCHR: return "a character device"
+    case S_IFBLK: return "a block device"
+    case S_IFIFO: return "a FIFO"
+    case S_IFSOCK: return "a socket"
+    case S_IFLNK: return "a symbolic link"
+    default: return "of an unknown kind"
+    }
+}
+
 /// fsync the file, rename over the target, fsync the folder: a reader sees
 /// the old file or the new one, never half of one. Throws (and removes `tmp`)
 /// when any step fails.
@@ -44,17 +58,6 @@ func durableRename(_ tmp: String, _ target: String) throws {
 func durableTarget(_ target: String) throws -> String {
     var st = stat()
     guard lstat(target, &st) == 0 else { return target }  // absent: created
-    func kind(_ mode: mode_t) -> String? {
-        switch mode & S_IFMT {
-        case S_IFREG: return nil
-        case S_IFDIR: return "a folder"
-        case S_IFCHR: return "a character device"
-        case S_IFBLK: return "a block device"
-        case S_IFIFO: return "a FIFO"
-        case S_IFSOCK: return "a socket"
-        default: return "of an unknown kind"
-        }
-    }
     if st.st_mode & S_IFMT == S_IFLNK {
         guard let resolved = realpath(target, nil) else {
             throw RuntimeError("'\(target)' is a symbolic link that does not resolve (\(errnoText())): refusing to write through it")
@@ -62,12 +65,12 @@ func durableTarget(_ target: String) throws -> String {
         defer { free(resolved) }
         let path = String(cString: resolved)
         guard stat(path, &st) == 0 else { throw RuntimeError("cannot stat '\(path)' (the link '\(target)'): \(errnoText())") }
-        if let k = kind(st.st_mode) {
+        if let k = nonRegularKind(st.st_mode) {
             throw RuntimeError("'\(target)' links to '\(path)', which is \(k), not a regular file: refusing to replace it")
         }
         return path
     }
-    if let k = kind(st.st_mode) { throw RuntimeError("'\(target)' is \(k), not a regular file: refusing to replace it") }
+    if let k = nonRegularKind(st.st_mode) { throw RuntimeError("'\(target)' is \(k), not a regular file: refusing to replace it") }
     return target
 }
 
