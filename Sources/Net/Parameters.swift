@@ -115,6 +115,9 @@ public final class ParameterStore {
         return Array(UnsafeBufferPointer(start: pointer(e), count: e.count))
     }
 
+    /// Reads a tensor by the reference `declare` returned.
+    public func read(_ ref: ParamRef) -> [Float] { read(entries[ref.entry]) }
+
     public func readGrad(_ e: StateEntry) -> [Float] {
         Array(UnsafeBufferPointer(start: gradPointer(e), count: e.count))
     }
