@@ -17,7 +17,8 @@ struct Smoke: ParsableCommand {
     @OptionGroup var threading: ThreadOptions
     @Option(help: "Batch size.") var batchSize: Int = defaults.batchSize
     @Option(help: "Steps.") var steps: Int = 30
-    @Option(help: "Optimizer: sgd or adamw.") var optimizer: OptimizerKind = defaults.optimizer
+    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var optimizer: OptimizerKind = defaults.optimizer
     @Option(help: "Learning rate.") var lr: Double = defaults.lr
     @Option(help: "Seed of the initialisation and the data.") var seed: UInt64 = defaults.seed
 

@@ -240,7 +240,8 @@ struct TrainOptions: ParsableArguments {
     @Option(help: "Epochs.") var epochs: Int = defaults.epochs
     @Option(help: "Global batch size (split evenly over ranks).") var batchSize: Int = defaults.batchSize
     @Option(help: "Peak learning rate for the global batch.") var lr: Double = defaults.lr
-    @Option(help: "Optimizer: sgd or adamw.") var optimizer: OptimizerKind = defaults.optimizer
+    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var optimizer: OptimizerKind = defaults.optimizer
     @Option(help: "Weight decay.") var weightDecay: Double = defaults.weightDecay
     @Option(help: "Learning-rate schedule after warm-up: constant, step or cosine.") var schedule: ScheduleKind = defaults.schedule
     @Option(help: "Linear warm-up, in epochs.") var warmupEpochs: Double = defaults.warmupEpochs
