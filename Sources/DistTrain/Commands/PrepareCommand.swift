@@ -35,6 +35,15 @@ struct Prepare: ParsableCommand {
     @Option(help: "With --split-by: share of each class's images for validation.") var val: Double = GroupSplit.standard.val
     @Option(help: "With --split-by: share of each class's images for test.") var test: Double = GroupSplit.standard.test
     @Option(help: "With --split-by: seed of the group order.") var seed: UInt64 = GroupSplit.standard.seed
+    @Option(help: """
+        A groups CSV (filename,...,group; `disttrain groups` writes one) giving every image's group, in place of the CSVs' \
+        group column.
+        """)
+    var groups: String?
+    @Option(help: "With --split-by: k-fold cross-validation, K folds of whole groups (class-stratified); needs --fold.")
+    var folds: Int?
+    @Option(help: "With --folds: the fold (0...K-1) that is the test split; val is carved out of the other folds by group (--val).")
+    var fold: Int?
 
     @Option(help: "DICOM/NIfTI: CSV of labels, 'key,label[,class]' rows (default: DIR/labels.csv, else class folders).")
     var labels: String?
@@ -56,6 +65,12 @@ struct Prepare: ParsableCommand {
         guard val.isFinite, test.isFinite, val >= 0, test >= 0, val + test < 1 else {
             throw ValidationError("--val and --test must be >= 0 with val + test < 1")
         }
+        if (folds == nil) != (fold == nil) { throw ValidationError("--folds and --fold go together") }
+        if let k = folds {
+            guard splitBy != nil else { throw ValidationError("--folds needs --split-by group") }
+            guard (2...100).contains(k) else { throw ValidationError("--folds must be in 2...100") }
+            guard let f = fold, (0..<k).contains(f) else { throw ValidationError("--fold must be in 0...\(k - 1)") }
+        }
         if let k = classes, !(1...DatasetSource.maxClasses).contains(k) {
             throw ValidationError("--classes must be in 1...\(DatasetSource.maxClasses)")
         }
@@ -70,10 +85,12 @@ struct Prepare: ParsableCommand {
             throw ValidationError("--labels is for DICOM/NIfTI folders; '\(images)' holds PNG/JPEG splits")
         }
         let t0 = now()
-        var regroup = splitBy.map { _ in GroupSplit(val: val, test: test, seed: seed) }
-        if case .medical = source { regroup = GroupSplit(val: val, test: test, seed: seed) }
+        let split = GroupSplit(val: val, test: test, seed: seed, folds: folds.map { ($0, fold ?? 0) })
+        var regroup = splitBy.map { _ in split }
+        if case .medical = source { regroup = split }
+        let assigned = try groups.map { (path: $0, of: try PatientGroups.read($0)) }
         try source.prepare(out: out, size: imageSize, channels: channels, classes: classes, maxPixels: limits.maxPixels,
-                           regroup: regroup) { done, total in
+                           regroup: regroup, groups: assigned) { done, total in
             if done % 1000 == 0 || done == total { print("  \(done)/\(total) images"); fflush(stdout) }
         }
         let ds = try Dataset(path: out)

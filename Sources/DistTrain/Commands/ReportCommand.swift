@@ -15,11 +15,27 @@ struct Report: ParsableCommand {
         """)
 
     @Argument(help: "Run folders, each evaluated with `disttrain eval`.") var runs: [String]
-    @Option(help: "Output folder (default: the parent of the first run, as comparison/).") var out: String?
+    @Option(help: "Output folder (default: the parent of the first run, as comparison/; with --folds, as cv-report/ beside the folds).")
+    var out: String?
+    @Flag(help: """
+        The runs are the folds of a patient-level cross-validation (launch/cv: ROOT/fold-K/METHOD): per-fold figures, mean +- sd, \
+        pooled out-of-fold predictions with intervals resampling patients, patient-level figures and the paired test of \
+        transfer against scratch; writes cv.md, cv.json, folds.csv, oof-predictions.csv.
+        """)
+    var folds = false
 
     func validate() throws { guard !runs.isEmpty else { throw ValidationError("give at least one run folder") } }
 
     func run() throws {
+        if folds {
+            let cv = try CrossValidation(runs: runs)
+            let parent = ((runs[0] as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent
+            let dir = out ?? ((parent.isEmpty ? "." : parent) as NSString).appendingPathComponent("cv-report")
+            try cv.write(to: dir)
+            print(cv.markdown)
+            print("wrote \(dir)/cv.md, cv.json, folds.csv, oof-predictions.csv")
+            return
+        }
         var summaries: [EvalSummary] = [], predictions: [TestPredictions?] = []
         for r in runs {
             predictions.append(try TestPredictions.load(run: r))

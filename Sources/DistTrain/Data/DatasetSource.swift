@@ -233,14 +233,16 @@ public enum DatasetSource {
     @discardableResult
     public func prepare(out: String, size: Int? = nil, channels wantChannels: Int? = nil, classes: Int? = nil,
                         maxPixels: Int = RasterImage.defaultMaxPixels, regroup: GroupSplit? = nil,
+                        groups: (path: String, of: [String: String])? = nil,
                         progress: ((Int, Int) -> Void)? = nil) throws -> String {
         if case .medical(var m) = self, m.maxPixels != maxPixels {
             // The DICOM/NIfTI readers take --max-pixels from the source: its listing reads headers too.
             m.maxPixels = maxPixels
             return try DatasetSource.medical(m).prepare(out: out, size: size, channels: wantChannels, classes: classes, maxPixels: maxPixels,
-                                                        regroup: regroup, progress: progress)
+                                                        regroup: regroup, groups: groups, progress: progress)
         }
         var (splits, classNames) = try listing()
+        if let groups { splits = try DatasetSource.assign(groups.of, from: groups.path, to: splits) }
         var regroup = regroup
         if case .medical = self, regroup == nil { regroup = .standard }  // always by patient
         // Every listed image pooled, then split again by group; the new splits go beside the data set for
@@ -266,6 +268,22 @@ public enum DatasetSource {
         try staged?.commit()
         staged = nil
         return fp
+    }
+
+    /// Every listed image's group from a groups CSV (`prepare --groups`, written by `disttrain groups`), in place of
+    /// any group the listing had; an image the CSV does not name is refused. Rows naming other files are ignored,
+    /// so one groups CSV serves a subset too.
+    static func assign(_ groups: [String: String], from path: String, to splits: [(String, [Sample])]) throws -> [(String, [Sample])] {
+        try splits.map { name, samples in
+            (name, try samples.map { s in
+                guard let g = groups[s.name] else {
+                    throw RuntimeError("\(path) names no group for '\(oneLine(s.name))' (listed in \(name))")
+                }
+                var s = s
+                s.group = g
+                return s
+            })
+        }
     }
 
     /// Channels, height and width of every image of a data set.

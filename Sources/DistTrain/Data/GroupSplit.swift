@@ -6,15 +6,21 @@ import Net
 /// training; class-stratified at the group level and seeded.
 public struct GroupSplit: Sendable {
     public var val: Double, test: Double, seed: UInt64
+    /// k-fold cross-validation (`--folds K --fold I`): test is fold I of K, `test` is unused.
+    public var folds: (count: Int, test: Int)? = nil
 
-    public init(val: Double, test: Double, seed: UInt64) { self.val = val; self.test = test; self.seed = seed }
+    public init(val: Double, test: Double, seed: UInt64, folds: (count: Int, test: Int)? = nil) {
+        self.val = val; self.test = test; self.seed = seed; self.folds = folds
+    }
 
     /// prepare's defaults (--val 0.1 --test 0.2 --seed 0), also what DICOM/NIfTI sources get when none is given.
     public static let standard = GroupSplit(val: 0.1, test: 0.2, seed: 0)
 
     /// Per class (a group's class is its most frequent label), the groups in a
     /// seeded random order go to test until it holds `test` of the class's
-    /// images, then to val likewise, the rest to train.
+    /// images, then to val likewise, the rest to train. With `folds`, the groups
+    /// are dealt into K folds first; fold I is test and val is carved, by group,
+    /// out of the other folds (`val` of their images).
     public func apply(_ samples: [Sample]) throws -> [(String, [Sample])] {
         var byGroup: [String: [Sample]] = [:], order: [String] = []
         for s in samples {
@@ -32,12 +38,31 @@ public struct GroupSplit: Sendable {
         for k in Set(order.map(majority)).sorted() {
             var groups = order.filter { majority($0) == k }
             for i in stride(from: groups.count - 1, to: 0, by: -1) { groups.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
-            let images = Double(groups.reduce(0) { $0 + byGroup[$1]!.count })
+            func size(_ g: String) -> Double { Double(byGroup[g]!.count) }
+            var rest = groups
+            if let folds {
+                guard groups.count >= folds.count else {
+                    throw RuntimeError("class \(k) has \(groups.count) group(s), fewer than the \(folds.count) folds: every fold needs "
+                                       + "one of each class (fewer folds, or groups that are patients)")
+                }
+                // Each group, in the seeded order, to the fold with the fewest of the class's images so far (ties:
+                // the lower fold), so folds balance images, not only groups; fold `test` is the test split. The
+                // assignment does not depend on which fold is tested: the K test splits of one seed partition the data.
+                var load = [Double](repeating: 0, count: folds.count), fold: [String: Int] = [:]
+                for g in groups {
+                    let f = load.indices.min { (load[$0], $0) < (load[$1], $1) }!
+                    fold[g] = f; load[f] += size(g)
+                }
+                rest = groups.filter { fold[$0] != folds.test }
+                for g in groups where fold[g] == folds.test { splits["test"]! += byGroup[g]! }
+            }
+            // Validation carved out by group: of the images left (all, or the training folds), `val` of them; without
+            // folds, `test` of all first.
+            let images = rest.reduce(0.0) { $0 + size($1) }
             var taken = (test: 0.0, val: 0.0)
-            for g in groups {
-                let n = Double(byGroup[g]!.count)
-                if taken.test < test * images { splits["test"]! += byGroup[g]!; taken.test += n
-                } else if taken.val < val * images { splits["val"]! += byGroup[g]!; taken.val += n
+            for g in rest {
+                if folds == nil && taken.test < test * images { splits["test"]! += byGroup[g]!; taken.test += size(g)
+                } else if taken.val < val * images { splits["val"]! += byGroup[g]!; taken.val += size(g)
                 } else { splits["train"]! += byGroup[g]! }
             }
         }

@@ -87,6 +87,34 @@ public enum Stats {
         }
     }
 
+    /// Cluster bootstrap resamples for correlated images: whole groups (patients) are drawn with replacement,
+    /// stratified by the group's class (its most frequent label) so that both classes stay in every resample,
+    /// and each draw is the images of the drawn groups. Slices of one patient move together, so the interval
+    /// reflects how many patients the figure rests on, not how many slices. Seeded like `stratifiedResamples`.
+    public static func groupResamples(labels: [Int], groups: [String], count: Int, seed: UInt64) -> [[Int]] {
+        precondition(labels.count == groups.count)
+        var members: [String: [Int]] = [:], order: [String] = []
+        for (i, g) in groups.enumerated() {
+            if members[g] == nil { order.append(g) }
+            members[g, default: []].append(i)
+        }
+        var byClass: [Int: [String]] = [:]
+        for g in order {
+            var n: [Int: Int] = [:]
+            for i in members[g]! { n[labels[i], default: 0] += 1 }
+            byClass[n.max { ($0.value, -$0.key) < ($1.value, -$1.key) }!.key, default: []].append(g)
+        }
+        var rng = Xoshiro256(seed: seed)
+        return (0..<count).map { _ in
+            var draw: [Int] = []
+            for k in byClass.keys.sorted() {
+                let gs = byClass[k]!
+                for _ in 0..<gs.count { draw += members[gs[Int(rng.next() % UInt64(gs.count))]]! }
+            }
+            return draw
+        }
+    }
+
     /// The `level` percentile interval of `values` (NaNs dropped), linear
     /// interpolation between order statistics (numpy's default).
     public static func percentileInterval(_ values: [Double], level: Double = 0.95) -> Interval {
