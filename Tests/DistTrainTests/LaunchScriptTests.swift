@@ -53,4 +53,54 @@ final class LaunchScriptTests: XCTestCase {
         XCTAssertEqual(try threads(["--method", "scratch", "--threads", "2"]), ["--threads 2"])
         XCTAssertEqual(try threads(["--threads=3"]), ["--threads=3"])
     }
+
+    /// launch/cv with a stand-in disttrain (records its calls, makes the files a step leaves): every fold of both
+    /// methods is trained and evaluated once; a run that crashed resumes, finished ones are skipped, the report
+    /// covers every evaluated run; a ROOT made with another recipe is refused.
+    func testCrossValidationLauncherResumesAndSkipsFinishedRuns() throws {
+        let dir = makeTempDir("launch-cv"), fm = FileManager.default
+        let fake = dir + "/disttrain", log = dir + "/calls.log"
+        try """
+            #!/bin/sh
+            echo "$*" >> "$LOG"
+            cmd=$1; out=; run=
+            case "$cmd" in resume|eval) run=$2;; esac
+            while [ $# -gt 0 ]; do case "$1" in --out) out=$2;; --run) run=$2;; esac; shift; done
+            finish() { mkdir -p "$1/ckpt" "$1/report"; touch "$1/ckpt/last.h5" "$1/ckpt/best.h5"; sleep 1; touch "$1/report/summary.json" "$1/report/predictions.csv"; }
+            case "$cmd" in
+              groups|prepare) touch "$out";;
+              eval) mkdir -p "$run/report"; touch "$run/report/summary.json" "$run/report/predictions.csv";;
+              resume) finish "$run";;
+              report) ;;
+              *) if [ -n "$FAIL" ] && [ "${run%$FAIL}" != "$run" ]; then mkdir -p "$run/ckpt"; touch "$run/ckpt/last.h5"; exit 1; fi
+                 finish "$run";;
+            esac
+            """.write(toFile: fake, atomically: true, encoding: .utf8)
+        try fm.setAttributes([.posixPermissions: 0o755], ofItemAtPath: fake)
+        try fm.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: dir + "/source/ckpt", withIntermediateDirectories: true)
+        fm.createFile(atPath: dir + "/source/ckpt/last.h5", contents: Data())
+        var env = ["DISTTRAIN_BIN": fake, "LOG": log, "DISTTRAIN_DATA": dir + "/data", "ROOT": dir + "/cv", "SOURCE": dir + "/source",
+                   "FOLDS": "2", "RANKS": "1", "SKIP_SETUP": "1", "PRECISION": "fp32"]
+        func calls() throws -> [String] { try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map(String.init) }
+        env["FAIL"] = "fold-1/transfer"
+        let first = try runCommand(["bash", packageRoot + "/launch/cv"], timeout: 120, env: env)
+        XCTAssertNotEqual(first.status, 0, first.output)
+        let trained = try calls()
+        XCTAssertEqual(trained.filter { $0.hasPrefix("--method") }.count, 4, trained.joined(separator: "\n"))
+        try fm.removeItem(atPath: log)
+        env["FAIL"] = nil
+        let second = try runCommand(["bash", packageRoot + "/launch/cv"], timeout: 120, env: env)
+        XCTAssertEqual(second.status, 0, second.output)
+        let again = try calls()
+        XCTAssertEqual(again.filter { $0.hasPrefix("--method") }, [], "a finished run was trained again")
+        XCTAssertEqual(again.filter { $0.hasPrefix("resume") }, ["resume \(dir)/cv/fold-1/transfer"])
+        XCTAssertFalse(again.contains { $0.hasPrefix("groups") || $0.hasPrefix("prepare") }, again.joined(separator: "\n"))
+        let report = try XCTUnwrap(again.first { $0.hasPrefix("report --folds") })
+        for f in 0..<2 { for m in ["scratch", "transfer"] { XCTAssertTrue(report.contains("\(dir)/cv/fold-\(f)/\(m)"), report) } }
+        env["EPOCHS"] = "3"
+        let other = try runCommand(["bash", packageRoot + "/launch/cv"], timeout: 60, env: env)
+        XCTAssertEqual(other.status, 1, other.output)
+        XCTAssertTrue(other.output.contains("use another ROOT"), other.output)
+    }
 }
