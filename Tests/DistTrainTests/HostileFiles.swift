@@ -77,10 +77,12 @@ func safetensors(_ entries: [String], buffer: [UInt8], declaredHeaderSize: Int? 
     return le32(n) + le32(0) + header + buffer
 }
 
-/// A PNG of 8-bit pixels (color type 0 gray, 2 RGB, 6 RGBA), zlib with stored
-/// blocks; `claim` overrides the width and height in IHDR (the rows stay as given).
-func png(width: Int, height: Int, colorType: UInt8, pixels: [UInt8], claim: (Int, Int)? = nil) -> [UInt8] {
-    let channels = colorType == 6 ? 4 : colorType == 2 ? 3 : 1
+/// A PNG of 8-bit pixels (color type 0 gray, 2 RGB, 3 palette indices, 4 gray + alpha, 6 RGBA), zlib with
+/// stored blocks; `palette` (RGB triples) and `transparency` (an alpha per entry) become PLTE and tRNS;
+/// `claim` overrides the width and height in IHDR (the rows stay as given).
+func png(width: Int, height: Int, colorType: UInt8, pixels: [UInt8], claim: (Int, Int)? = nil, palette: [UInt8] = [],
+         transparency: [UInt8] = []) -> [UInt8] {
+    let channels = [2: 3, 4: 2, 6: 4][Int(colorType)] ?? 1
     var raw: [UInt8] = []
     for y in 0..<height { raw.append(0); raw += pixels[(y * width * channels)..<((y + 1) * width * channels)] }
     var z: [UInt8] = [0x78, 0x01]
@@ -99,7 +101,8 @@ func png(width: Int, height: Int, colorType: UInt8, pixels: [UInt8], claim: (Int
     }
     let (w, h) = claim ?? (width, height)
     let ihdr = be32(UInt32(w)) + be32(UInt32(h)) + [8, colorType, 0, 0, 0]
-    return [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", ihdr) + chunk("IDAT", z) + chunk("IEND", [])
+    return [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", ihdr) + (palette.isEmpty ? [] : chunk("PLTE", palette))
+        + (transparency.isEmpty ? [] : chunk("tRNS", transparency)) + chunk("IDAT", z) + chunk("IEND", [])
 }
 
 func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to: URL(fileURLWithPath: path)) }

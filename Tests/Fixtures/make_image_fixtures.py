@@ -4,6 +4,7 @@ Run with a venv that has Pillow: .venv/bin/python Tests/Fixtures/make_image_fixt
   tiny.jpg       16x16 gray gradient, baseline JPEG (a good file)
   truncated.jpg  the same file cut 40 bytes before its end (libjpeg: premature end)
   huge-header.jpg  tiny.jpg whose SOF0 header claims 30000 x 30000 pixels
+  tiny-rgb.jpg   24x16 RGB gradient (ExternalEvalTests: a colour JPEG of another size)
 """
 import io
 import os
@@ -23,3 +24,9 @@ huge = bytearray(good)
 huge[sof + 5:sof + 7] = (30000).to_bytes(2, "big")
 huge[sof + 7:sof + 9] = (30000).to_bytes(2, "big")
 open(os.path.join(here, "huge-header.jpg"), "wb").write(bytes(huge))
+
+# An RGB JPEG of another size and aspect for the external-set tests (ExternalEvalTests):
+# 24x16, red increasing left to right, green top to bottom, blue constant.
+rgb = Image.new("RGB", (24, 16))
+rgb.putdata([(x * 10, y * 15, 128) for y in range(16) for x in range(24)])
+rgb.save(os.path.join(here, "tiny-rgb.jpg"), format="JPEG", quality=95)

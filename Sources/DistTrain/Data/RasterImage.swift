@@ -92,6 +92,22 @@ public struct RasterImage: Sendable, Equatable {
         return RasterImage(width: W, height: H, channels: channels, pixels: out)
     }
 
+    /// Nearest-neighbour resampling on the same half-pixel grid as `resized`
+    /// (output pixel x takes source floor((x + 0.5) * width / W)): for label
+    /// masks, whose values are classes and must not be blended.
+    public func resizedNearest(width W: Int, height H: Int) -> RasterImage {
+        if W == width && H == height { return self }
+        var out = [UInt8](repeating: 0, count: W * H * channels)
+        for y in 0..<H {
+            let sy = min((2 * y + 1) * height / (2 * H), height - 1)
+            for x in 0..<W {
+                let sx = min((2 * x + 1) * width / (2 * W), width - 1)
+                for c in 0..<channels { out[(y * W + x) * channels + c] = pixels[(sy * width + sx) * channels + c] }
+            }
+        }
+        return RasterImage(width: W, height: H, channels: channels, pixels: out)
+    }
+
     /// 2x2 box average.
     func halved() -> RasterImage {
         let W = width / 2, H = height / 2

@@ -28,19 +28,25 @@ public struct SplitMetrics: Codable, Sendable, Equatable {
 
     /// P(score of a random positive > score of a random negative), ties 1/2.
     public static func rocAUC(labels: [Int], scores: [Double]) -> Double {
-        let order = scores.indices.sorted { scores[$0] < scores[$1] }
-        var ranks = [Double](repeating: 0, count: scores.count)
-        var i = 0
-        while i < order.count {
-            var j = i
-            while j + 1 < order.count && scores[order[j + 1]] == scores[order[i]] { j += 1 }
-            let r = Double(i + j) / 2 + 1
-            for k in i...j { ranks[order[k]] = r }
-            i = j + 1
-        }
+        let ranks = midranks(scores)
         let pos = labels.filter { $0 == 1 }.count, neg = labels.count - pos
         guard pos > 0 && neg > 0 else { return .nan }
         let sumPos = zip(labels, ranks).filter { $0.0 == 1 }.reduce(0) { $0 + $1.1 }
         return (sumPos - Double(pos * (pos + 1)) / 2) / Double(pos * neg)
+    }
+
+    /// The 1-based rank of each value in ascending order, tied values sharing their mean rank.
+    public static func midranks(_ values: [Double]) -> [Double] {
+        let order = values.indices.sorted { values[$0] < values[$1] }
+        var ranks = [Double](repeating: 0, count: values.count)
+        var i = 0
+        while i < order.count {
+            var j = i
+            while j + 1 < order.count && values[order[j + 1]] == values[order[i]] { j += 1 }
+            let r = Double(i + j) / 2 + 1
+            for k in i...j { ranks[order[k]] = r }
+            i = j + 1
+        }
+        return ranks
     }
 }

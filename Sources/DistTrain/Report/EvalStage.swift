@@ -60,7 +60,9 @@ public enum EvalStage {
     static func writeReport(config cfg: TrainConfig, evaluator: Evaluator, dir: String, summary: EvalSummary, val: Evaluator.Result,
                             test: Evaluator.Result, cams: [CAMKind], layer: String) throws -> EvalSummary {
         let t0 = now()
-        if cfg.numClasses == 2 { try writePredictions(cfg, evaluator.dataset, val: val, test: test, to: dir + "/predictions.csv") }
+        if cfg.numClasses == 2 {
+            try writePredictions(cfg, evaluator.dataset, [("val", .val, val), ("test", .test, test)], to: dir + "/predictions.csv")
+        }
         let rows = MetricsLog.load(dir: cfg.run, upTo: Int.max).rows
         try ReportFigures.kernels(evaluator.net, dir: dir)
         let explainer = try CAMExplainer(net: evaluator.net, layer: layer)
@@ -105,18 +107,19 @@ public enum EvalStage {
         return full
     }
 
-    /// report/predictions.csv: every val and test image with its label and the
-    /// model's p of the last class (what `report` pairs two models on).
-    static func writePredictions(_ cfg: TrainConfig, _ ds: Dataset, val: Evaluator.Result, test: Evaluator.Result, to path: String) throws {
+    /// report/predictions.csv: every image of `parts` (the splits val and test; `eval --data`: its
+    /// one split, named 'external') with its label and the model's p of the last class (what `report` pairs two models on).
+    static func writePredictions(_ cfg: TrainConfig, _ ds: Dataset, _ parts: [(name: String, split: Split, result: Evaluator.Result)],
+                                 to path: String) throws {
         let names = try ds.filenames()
         var csv = CSV.row(["split", "index", "file", "label", "p_" + (cfg.classNames.last ?? "1").lowercased()])
-        for (split, r) in [(Split.val, val), (Split.test, test)] {
+        for (name, split, r) in parts {
             for (pos, i) in ds[split: split].enumerated() where pos < r.labels.count {
                 let file = names.indices.contains(i) ? names[i] : ""
                 // The file is always quoted (RFC 4180 allows it; CSV.field quotes only where it must):
                 // the bytes eval wrote before, which docs/results reproduce and older `report`s read.
                 let quoted = "\"" + file.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-                csv += [split.rawValue, "\(i)", quoted, "\(r.labels[pos])", String(format: "%.9g", r.scores[pos])]
+                csv += [name, "\(i)", quoted, "\(r.labels[pos])", String(format: "%.9g", r.scores[pos])]
                     .joined(separator: ",") + "\n"
             }
         }
@@ -168,16 +171,14 @@ public enum EvalStage {
             return []
         }
         let names = try ds.filenames()
-        var maps = [String: [[Float]]](), masks: [[UInt8]] = []
+        var images: [Int] = [], masks: [[Bool]?] = []
         for pos in Array(indices.indices.filter { test.labels[$0] == 1 }.prefix(12)) {
             guard let m = try? RasterImage.read(src + "/masks/" + names[indices[pos]]).converted(channels: 1).resized(width: S, height: S)
             else { continue }
-            masks.append(m.pixels)
-            let x = Tensor()
-            _ = try evaluator.batchMaker.batch(ds, [indices[pos]], into: x, seed: cfg.seed, augmentEpoch: nil)
-            for kind in cams { maps[kind.rawValue, default: []].append(explainer.explain(x, method: kind, target: .classIndex(1)).maps) }
+            images.append(indices[pos])
+            masks.append(m.pixels.map { $0 > 127 })
         }
-        guard !masks.isEmpty else { return [] }
-        return cams.map { Localization.score(method: $0.rawValue, maps: maps[$0.rawValue]!, masks: masks) }
+        guard !images.isEmpty else { return [] }
+        return try Localization.measure(evaluator, explainer, images: images, lesions: [("lesion", masks)], cams: cams, seed: sampleSeed)
     }
 }

@@ -18,15 +18,24 @@ enum ReportFigures {
     /// diagram (ECE) and the confusion matrix.
     static func plots(_ rows: [EpochRow], bestEpoch: Int, labels: [Int], scores: [Double], test: SplitMetrics, classNames: [String],
                       evidence: RunEvidence?) -> [Figure] {
+        curves(rows, bestEpoch: bestEpoch)
+            + outcomes(labels: labels, scores: scores, metrics: test, classNames: classNames,
+                       reliability: evidence.map { ($0.reliability, $0.ece) }, split: "test")
+    }
+
+    /// A plot drawn both ways.
+    static func figure(_ name: String, _ p: Plot) -> Figure { Figure(name: name, svg: p.svg, canvas: p.canvas) }
+
+    /// Loss, accuracy and learning rate per epoch, the best epoch marked.
+    static func curves(_ rows: [EpochRow], bestEpoch: Int) -> [Figure] {
         func curve(_ f: (EpochRow) -> Double) -> [(Double, Double)] { rows.map { (Double($0.epoch), f($0)) } }
         func perSplit(_ train: (EpochRow) -> Double, _ eval: (SplitMetrics) -> Double) -> [Plot.Series] {
             [Plot.Series(name: "train", color: .train, points: curve(train)),
              Plot.Series(name: "val", color: .val, points: curve { eval($0.val) }),
              Plot.Series(name: "test", color: .test, points: curve { eval($0.test) })]
         }
-        func figure(_ name: String, _ p: Plot) -> Figure { Figure(name: name, svg: p.svg, canvas: p.canvas) }
         let best = bestEpoch > 0 ? (x: Double(bestEpoch), label: "best epoch \(bestEpoch)") : nil
-        var out = [
+        return [
             figure("loss", Plot(title: "Loss per epoch", xLabel: "epoch", yLabel: "cross-entropy",
                                 series: perSplit({ $0.trainLoss }, { $0.loss }), marker: best)),
             figure("accuracy", Plot(title: "Accuracy per epoch", xLabel: "epoch", yLabel: "accuracy",
@@ -34,16 +43,24 @@ enum ReportFigures {
             figure("lr", Plot(title: "Learning rate (peak group)", xLabel: "epoch", yLabel: "learning rate",
                               series: [Plot.Series(name: "lr at the epoch's end", color: .train, points: curve(\.lr))], marker: best)),
         ]
-        if !labels.isEmpty {
-            out.append(figure("roc", Plot(title: String(format: "ROC (test), AUC %.4f", test.auc), xLabel: "false positive rate",
+    }
+
+    /// The figures of one split's predictions: the ROC (AUC in the title) where both classes are
+    /// present, the reliability diagram (ECE) when given, and the confusion matrix; `split` names
+    /// the split in the titles.
+    static func outcomes(labels: [Int], scores: [Double], metrics test: SplitMetrics, classNames: [String],
+                         reliability: (bins: [Calibration.Bin], ece: Double)?, split: String) -> [Figure] {
+        var out: [Figure] = []
+        if Set(labels).count == 2 {
+            out.append(figure("roc", Plot(title: String(format: "ROC (%@), AUC %.4f", split, test.auc), xLabel: "false positive rate",
                                           yLabel: "true positive rate",
                                           series: [Plot.Series(name: "model", color: .model, points: rocCurve(labels: labels, scores: scores)),
                                                    Plot.Series(name: "chance", color: .reference, points: [(0, 0), (1, 1)])],
                                           xRange: (0, 1), yRange: (0, 1), width: 360, height: 340)))
         }
-        if let e = evidence {
-            let pts = e.reliability.filter { $0.count > 0 }.map { ($0.meanConfidence, $0.accuracy) }
-            out.append(figure("reliability", Plot(title: String(format: "Reliability (test), ECE %.4f", e.ece), xLabel: "confidence",
+        if let e = reliability {
+            let pts = e.bins.filter { $0.count > 0 }.map { ($0.meanConfidence, $0.accuracy) }
+            out.append(figure("reliability", Plot(title: String(format: "Reliability (%@), ECE %.4f", split, e.ece), xLabel: "confidence",
                                                   yLabel: "accuracy in the bin",
                                                   series: [Plot.Series(name: "model", color: .model, points: pts),
                                                            Plot.Series(name: "perfect calibration", color: .reference,
@@ -51,7 +68,7 @@ enum ReportFigures {
                                                   xRange: (0.5, 1), yRange: (0, 1), width: 360, height: 340)))
         }
         if !test.confusion.isEmpty {
-            let c = ConfusionPlot(title: String(format: "Confusion matrix (test), accuracy %.4f", test.accuracy), classNames: classNames,
+            let c = ConfusionPlot(title: String(format: "Confusion matrix (%@), accuracy %.4f", split, test.accuracy), classNames: classNames,
                                   counts: test.confusion)
             out.append(Figure(name: "confusion", svg: c.svg, canvas: c.canvas))
         }

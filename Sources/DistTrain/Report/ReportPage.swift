@@ -15,26 +15,16 @@ enum ReportPage {
     }
 
     static func html(_ s: EvalSummary, cams: [CAMKind], rows: [String], plots: [ReportFigures.Figure] = []) -> String {
-        func f(_ v: Double) -> String { v.isFinite ? String(format: "%.4f", v) : "n/a" }
-        let metricRows = [("val", s.val), ("test", s.test)].filter { $0.1.count > 0 }.map { n, m in
-            "<tr><td>\(n)</td><td>\(m.count)</td>"
-                + [m.accuracy, m.loss, m.sensitivity, m.specificity, m.precision, m.f1, m.auc].map { "<td>\(f($0))</td>" }.joined()
-                + "</tr>"
-        }.joined()
         let rss = s.peakRSSMiB.map { String(format: ", peak RSS %.0f MiB per rank", $0) } ?? ""
-        let metricHeads = ["split", "images", "accuracy", "loss", "sensitivity", "specificity", "precision", "F1", "ROC AUC"]
         return """
         <!doctype html><html><head><meta charset="utf-8"><title>disttrain report: \(htmlEscape(s.run ?? ""))</title>
-        <style>body{font-family:sans-serif;margin:24px;max-width:1800px}
-        table.m td,table.m th{border:1px solid #ccc;padding:4px 8px;text-align:right} table.m{border-collapse:collapse}
-        .cams th{font-size:12px;text-align:left;vertical-align:top;width:150px} .cams td{padding:1px}
-        .key span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}</style></head><body>
+        \(style)</head><body>
         <h1>\(htmlEscape(s.method ?? "")) \(htmlEscape(s.arch ?? "")), \(s.imageSize ?? 0)x\(s.imageSize ?? 0)</h1>
         <p>Run <code>\(htmlEscape(s.run ?? ""))</code>, checkpoint <code>\(htmlEscape(s.checkpoint))</code>;
         best epoch (validation loss) \(s.bestEpoch ?? 0) of \(s.epochs ?? 0);
         training wall-clock \(formatDuration(s.wallSeconds ?? 0)), mean \(String(format: "%.1f", s.imagesPerSecond ?? 0)) img/s\(rss).</p>
         <h2>Metrics of the checkpoint</h2>
-        <table class=m><tr>\(metricHeads.map { "<th>\($0)</th>" }.joined())</tr>\(metricRows)</table>
+        \(metricsTable([("val", s.val), ("test", s.test)]))
         \(plots.first { $0.name == "confusion" }.map { "<p>\($0.svg)</p>" } ?? "")
         \(evidenceSection(s.evidence))
         \(cleanSection(s.clean))
@@ -46,17 +36,44 @@ enum ReportPage {
         <h2>First-layer kernels</h2><p>conv1, one tile per output channel; gray = 0, white positive, black negative, one scale for all.</p>
         <p><img src="kernels.png" alt="conv1 kernels"></p>
         \(localizationTable(s.localization))
-        <h2>Explanations on test slices</h2>
+        \(explanations(cams: cams, rows: rows, layer: s.camLayer ?? "layer4", of: "test slices"))</body></html>
+        """
+    }
+
+    /// The page style every report shares.
+    static let style = """
+        <style>body{font-family:sans-serif;margin:24px;max-width:1800px}
+        table.m td,table.m th{border:1px solid #ccc;padding:4px 8px;text-align:right} table.m{border-collapse:collapse}
+        .cams th{font-size:12px;text-align:left;vertical-align:top;width:150px} .cams td{padding:1px}
+        .key span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}</style>
+        """
+
+    /// A table of each named split's figures (splits without images left out).
+    static func metricsTable(_ splits: [(String, SplitMetrics)]) -> String {
+        func f(_ v: Double) -> String { v.isFinite ? String(format: "%.4f", v) : "n/a" }
+        let heads = ["split", "images", "accuracy", "loss", "sensitivity", "specificity", "precision", "F1", "ROC AUC"]
+        let rows = splits.filter { $0.1.count > 0 }.map { n, m in
+            "<tr><td>\(htmlEscape(n))</td><td>\(m.count)</td>"
+                + [m.accuracy, m.loss, m.sensitivity, m.specificity, m.precision, m.f1, m.auc].map { "<td>\(f($0))</td>" }.joined()
+                + "</tr>"
+        }.joined()
+        return "<table class=m><tr>\(heads.map { "<th>\($0)</th>" }.joined())</tr>\(rows)</table>"
+    }
+
+    /// The explained slices (`explanationRow`s) under their heading and column names.
+    static func explanations(cams: [CAMKind], rows: [String], layer: String, of what: String) -> String {
+        """
+        <h2>Explanations on \(htmlEscape(what))</h2>
         <p>Fixed sample (same slices for every model on this data set) plus up to two slices this model gets wrong. Columns: the slice,
-        |dL/dx| (input gradient, turbo), then each CAM at \(htmlEscape(s.camLayer ?? "layer4")) over the slice (jet, red = high),
+        |dL/dx| (input gradient, turbo), then each CAM at \(htmlEscape(layer)) over the slice (jet, red = high),
         explaining the predicted class.</p>
         <table class=cams><tr><th></th><th>input</th><th>input gradient</th>\(cams.map { "<th>\($0.rawValue)</th>" }.joined())</tr>
-        \(rows.joined(separator: "\n"))</table></body></html>
+        \(rows.joined(separator: "\n"))</table>
         """
     }
 
     /// Intervals of the test figures and calibration, when the summary has them.
-    static func evidenceSection(_ e: RunEvidence?) -> String {
+    static func evidenceSection(_ e: RunEvidence?, split: String = "test") -> String {
         guard let e else { return "" }
         func f(_ v: Double) -> String { v.isFinite ? String(format: "%.4f", v) : "n/a" }
         let rows = BinaryFigures.names.map { name in
@@ -64,7 +81,7 @@ enum ReportPage {
             return "<tr><td>\(name)</td><td>\(f(e.figures[name]))</td><td>\(f(i?.lower ?? .nan)) to \(f(i?.upper ?? .nan))</td></tr>"
         }.joined()
         return """
-        <h2>How sure (test)</h2>
+        <h2>How sure (\(htmlEscape(split)))</h2>
         <table class=m><tr><th>figure</th><th>value</th><th>95 % interval (stratified bootstrap, \(e.resamples) resamples)</th></tr>\(rows)
         <tr><td>accuracy</td><td>\(f(e.figures.accuracy))</td>
         <td>\(f(e.accuracyExact.lower)) to \(f(e.accuracyExact.upper)) (Clopper-Pearson, exact)</td></tr>
@@ -100,15 +117,27 @@ enum ReportPage {
         """
     }
 
-    static func localizationTable(_ l: [Localization]?) -> String {
-        guard let l, let first = l.first else { return "" }
-        return "<h2>Localisation of the lesions (\(first.images) positive test phantoms)</h2>"
-            + "<p>Pointing game: share of slices whose map peaks inside the lesion mask; energy: share of the map inside the mask "
-            + "(a uniform map scores the mask's area, \(String(format: "%.3f", first.chance))).</p>"
-            + "<table class=m><tr><th>method</th><th>pointing game</th><th>energy inside</th></tr>"
-            + l.map {
-                "<tr><td>\(htmlEscape($0.method))</td>"
-                    + String(format: "<td>%.3f</td><td>%.3f</td></tr>", $0.pointingGame, $0.energyInside)
+    /// Each method's localisation against lesion masks: energy inside against the mask's area share,
+    /// their ratio, the pointing game and the pixel AUC, with intervals where measured; `what` says of which slices.
+    static func localizationTable(_ l: [Localization]?, what: String? = nil) -> String {
+        guard let l, !l.isEmpty else { return "" }
+        func f(_ v: Double?) -> String { v.map { $0.isFinite ? String(format: "%.3f", $0) : "n/a" } ?? "n/a" }
+        func cell(_ v: Double?, _ name: String, _ row: Localization) -> String {
+            guard let i = row.intervals?[name] else { return "<td>\(f(v))</td>" }
+            return "<td>\(f(v)) <small>(\(f(i.lower))-\(f(i.upper)))</small></td>"
+        }
+        let counts = Set(l.map(\.images)).sorted().map(String.init).joined(separator: "/")
+        return "<h2>Localisation of the lesions (\(htmlEscape(what ?? "\(counts) positive test phantoms")))</h2>"
+            + "<p>Over the slices with a non-empty mask: energy inside, the share of the map's sum inside the mask, against the mask's "
+            + "share of the image (what a uniform map scores; chance), and their ratio; pointing game, the share of slices whose map "
+            + "peaks inside; pixel AUC, the map as a per-pixel lesion detector (0.5 is chance). 95 % bootstrap intervals over slices "
+            + "in brackets.</p>"
+            + "<table class=m><tr><th>method</th><th>lesion</th><th>slices</th><th>energy inside</th><th>area share</th><th>ratio</th>"
+            + "<th>pointing game</th><th>pixel AUC</th></tr>"
+            + l.map { r in
+                "<tr><td>\(htmlEscape(r.method))</td><td>\(htmlEscape(r.lesion ?? "lesion"))</td><td>\(r.images)</td>"
+                    + cell(r.energyInside, "energy_inside", r) + cell(r.chance, "area_share", r) + cell(r.ratio, "ratio", r)
+                    + cell(r.pointingGame, "pointing_game", r) + cell(r.pixelAUC, "pixel_auc", r) + "</tr>"
             }.joined()
             + "</table>"
     }
