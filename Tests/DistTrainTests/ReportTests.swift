@@ -61,6 +61,9 @@ final class ReportTests: XCTestCase {
             }
             let html = try String(contentsOfFile: c.run + "/report/index.html", encoding: .utf8)
             XCTAssertTrue(html.contains("Localisation of the lesions"), "phantoms have masks: localisation table expected")
+            XCTAssertEqual(s.lungs?.energy.map(\.method), ["input-gradient", "gradcam", "hirescam", "eigencam", "ablationcam"])
+            XCTAssertEqual(s.lungs?.occlusion?.occluded.count, 8)
+            XCTAssertTrue(html.contains("Where the network looks"), "grey slices: the lung table expected")
             for src in html.components(separatedBy: "src=\"").dropFirst().map({ String($0.prefix { $0 != "\"" }) }) {
                 XCTAssertTrue(FileManager.default.fileExists(atPath: "\(c.run)/report/\(src)"), "the page shows a missing picture \(src)")
             }

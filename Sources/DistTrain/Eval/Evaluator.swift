@@ -31,8 +31,9 @@ public final class Evaluator {
     /// classifier's, none) `.flip`: each image's probabilities are the mean of
     /// its own and its mirror's. An image with a non-finite probability scores
     /// NaN (`nonFiniteError` names it), on every rank alike, so a caller can
-    /// refuse the run without a rank left waiting.
-    public func evaluate(_ split: Split, tta: TestTimeAugmentation? = nil) throws -> Result {
+    /// refuse the run without a rank left waiting. `transform` changes each
+    /// normalised batch in place before the forward (the lung occlusion).
+    public func evaluate(_ split: Split, tta: TestTimeAugmentation? = nil, transform: ((Tensor) -> Void)? = nil) throws -> Result {
         let indices = dataset[split: split]
         guard !indices.isEmpty else { return Result(metrics: SplitMetrics(), labels: [], scores: []) }
         let n = indices.count, K = classifier.numClasses
@@ -43,6 +44,7 @@ public final class Evaluator {
         while start < mine.count {
             let chunk = Array(mine[start..<min(start + classifier.batchSize, mine.count)])
             let labels = try batchMaker.batch(dataset, chunk.map { indices[$0] }, into: x, seed: seed, augmentEpoch: nil)
+            transform?(x)
             let probs = classifier.probabilities(x, tta: tta)
             for (j, pos) in chunk.enumerated() {
                 let p = probs[j]

@@ -50,6 +50,15 @@ public enum EvalStage {
                 ? RunEvidence(testLabels: t.labels, testScores: t.scores, valLabels: v.labels, valScores: v.scores, seed: sampleSeed) : nil
             summary.tta = AugmentedEvaluation(method: tta, val: v.metrics, test: t.metrics, evidence: evidence)
         }
+        if evaluator.dataset.channels == 1 && !test.labels.isEmpty {
+            // Issue 27: the test split again with the outside of each slice's lungs occluded (LungEnergy.swift).
+            let t0 = now(), dilation = LungOcclusion.dilation(size: config.imageSize), maker = evaluator.batchMaker
+            let occluded = try finite(evaluator.evaluate(.test) {
+                LungOcclusion.occludeOutsideLungs($0, mean: maker.mean, std: maker.std, dilation: dilation)
+            }, .test)
+            summary.lungs = LungReport(occlusion: LungOcclusion(dilation: dilation, plain: test.metrics, occluded: occluded.metrics),
+                                       occlusionSeconds: now() - t0)
+        }
         guard comm.isRoot else { return summary }
         let dir = config.run + "/report"
         try FileManager.default.createDirectory(atPath: dir + "/cams", withIntermediateDirectories: true)
@@ -78,6 +87,7 @@ public enum EvalStage {
         full.camLayer = layer
         let localization = try localize(cfg, evaluator, explainer, test: test, cams: cams)
         full.localization = localization.isEmpty ? nil : localization
+        if let lungs = summary.lungs { full.lungs = try lungEnergy(cfg, evaluator, explainer, cams: cams, report: lungs) }
         if cfg.numClasses == 2 && !test.labels.isEmpty {
             let evidence = RunEvidence(testLabels: test.labels, testScores: test.scores, valLabels: val.labels, valScores: val.scores,
                                        seed: sampleSeed)
@@ -160,6 +170,68 @@ public enum EvalStage {
         let gridColumns = ["input", "input grad"] + cams.map(\.rawValue)
         try ReportFigures.camGrid(tiles, rowLabels: rowLabels, columns: gridColumns, size: S, dir: dir)
         return rowsHTML
+    }
+
+    /// Test slices the lung figures are measured on: the fixed sample, this
+    /// many per class (100 slices on the CT set), and ScoreCAM, 512 masked
+    /// forwards a slice (18 s at 160 px on 2 busy cores), on the first
+    /// `scoreCAMPerClass` of them (the slices of the page's explanations).
+    static let lungSamplePerClass = 50, scoreCAMPerClass = 3
+
+    /// Where the maps lie (issue 27): on the fixed sample of the test split,
+    /// the share of each CAM's (the predicted class) and the input gradient's
+    /// energy inside the slice's lung mask and in its bottom rows
+    /// (LungEnergy), beside the occluded pass of `run`. The masks come
+    /// from the network's input itself (the slice at the run's size).
+    static func lungEnergy(_ cfg: TrainConfig, _ evaluator: Evaluator, _ explainer: CAMExplainer, cams: [CAMKind],
+                           report: LungReport) throws -> LungReport {
+        let t0 = now()
+        let ds = evaluator.dataset, indices = ds[split: .test], maker = evaluator.batchMaker, S = cfg.imageSize, C = maker.outChannels
+        let sample = fixedSample(ds, perClass: lungSamplePerClass), costly = Set(fixedSample(ds, perClass: scoreCAMPerClass))
+        let dilation = report.occlusion?.dilation ?? LungOcclusion.dilation(size: S)
+        var out = report, parts = [String: [LungEnergy]]()
+        let gradientName = "input-gradient", x = Tensor()
+        // Each batch's figures are kept, not its maps (100 slices x 10 methods of S x S floats).
+        func add(_ name: String, count n: Int, _ batchMasks: [[Bool]], _ make: () -> [Float]) {
+            let t = now(), m = make()
+            var part = LungEnergy.score(method: name, maps: (0..<n).map { Array(m[($0 * S * S)..<(($0 + 1) * S * S)]) },
+                                        masks: batchMasks, height: S)
+            part.seconds = now() - t
+            parts[name, default: []].append(part)
+        }
+        for start in stride(from: 0, to: sample.count, by: 16) {
+            let chunk = Array(sample[start..<min(start + 16, sample.count)])
+            let labels = try maker.batch(ds, chunk.map { indices[$0] }, into: x, seed: cfg.seed, augmentEpoch: nil)
+            let lungs = chunk.indices.map {
+                LungMask.mask(gray: LungOcclusion.gray(x, image: $0, mean: maker.mean[0], std: maker.std[0]), width: S, height: S)
+            }
+            out.emptyMasks += lungs.filter { !$0.contains(true) }.count
+            let kept = lungs.map { LungMask.dilated($0, radius: dilation, width: S, height: S).filter { $0 }.count }
+            out.keptArea += Double(kept.reduce(0, +)) / Double(S * S)
+            add(gradientName, count: chunk.count, lungs) {
+                let g = inputGradient(net: evaluator.net, x: x, labels: labels)
+                return (0..<(chunk.count * S * S)).map { i in
+                    let k = i / (S * S), p = i % (S * S)
+                    return (0..<C).map { abs(g[(k * C + $0) * S * S + p]) }.max() ?? 0
+                }
+            }
+            for kind in cams where kind != .scorecam {
+                add(kind.rawValue, count: chunk.count, lungs) { explainer.explain(x, method: kind).maps }
+            }
+            let few = chunk.indices.filter { costly.contains(chunk[$0]) }
+            if cams.contains(.scorecam) && !few.isEmpty {
+                let sub = Tensor([few.count, C, S, S])
+                for (j, k) in few.enumerated() { (sub.data + j * C * S * S).update(from: x.data + k * C * S * S, count: C * S * S) }
+                add(CAMKind.scorecam.rawValue, count: few.count, few.map { lungs[$0] }) { explainer.explain(sub, method: .scorecam).maps }
+            }
+        }
+        out.slices = sample.count
+        out.keptArea /= Double(max(sample.count, 1))
+        out.sample = "the fixed test sample (seed \(sampleSeed)), up to \(lungSamplePerClass) slices per class; scorecam on the first "
+            + "\(scoreCAMPerClass) per class"
+        out.energy = ([gradientName] + cams.map(\.rawValue)).compactMap { parts[$0].map(LungEnergy.pooled) }
+        out.energySeconds = now() - t0
+        return out
     }
 
     /// Localisation against lesion masks, where the data set has them (phantoms):

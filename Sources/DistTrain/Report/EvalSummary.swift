@@ -18,6 +18,8 @@ public struct EvalSummary: Codable {
     public var clean: CleanSubset?
     /// The same checkpoint with test-time augmentation (`eval --tta flip`), beside the plain figures.
     public var tta: AugmentedEvaluation?
+    /// Where the maps lie against each slice's lung mask, and the test split with the outside of the lungs occluded.
+    public var lungs: LungReport?
 
     public init(checkpoint: String, val: SplitMetrics, test: SplitMetrics) {
         self.checkpoint = checkpoint; self.val = val; self.test = test

@@ -36,6 +36,7 @@ enum ReportPage {
         <h2>First-layer kernels</h2><p>conv1, one tile per output channel; gray = 0, white positive, black negative, one scale for all.</p>
         <p><img src="kernels.png" alt="conv1 kernels"></p>
         \(localizationTable(s.localization))
+        \(lungSection(s.lungs))
         \(explanations(cams: cams, rows: rows, layer: s.camLayer ?? "layer4", of: "test slices"))</body></html>
         """
     }
@@ -140,6 +141,43 @@ enum ReportPage {
                     + cell(r.pointingGame, "pointing_game", r) + cell(r.pixelAUC, "pixel_auc", r) + "</tr>"
             }.joined()
             + "</table>"
+    }
+}
+
+extension ReportPage {
+    /// Where the maps lie against each slice's lung mask, and the occlusion check (issue 27).
+    static func lungSection(_ l: LungReport?) -> String {
+        guard let l else { return "" }
+        func f(_ v: Double) -> String { v.isFinite ? String(format: "%.3f", v) : "n/a" }
+        let rows = l.energy.map {
+            "<tr><td>\(htmlEscape($0.method))</td><td>\($0.images)</td><td>\(f($0.insideLungs))</td><td>\(f($0.lungArea))</td>"
+                + "<td>\(f($0.lungArea > 0 ? $0.insideLungs / $0.lungArea : .nan))</td><td>\(f($0.bottomRows))</td>"
+                + "<td>\(f($0.bottomArea > 0 ? $0.bottomRows / $0.bottomArea : .nan))</td>"
+                + "<td>\(String(format: "%.1f", $0.seconds))</td></tr>"
+        }.joined()
+        var occlusion = ""
+        if let o = l.occlusion {
+            occlusion = """
+            <p>Occlusion: everything outside each test slice's lung mask, dilated by \(o.dilation) px, replaced by the slice's darkest grey
+            (\(o.occluded.count) slices; \(f(l.keptArea)) of the slice kept on the sample above),
+            in \(String(format: "%.0f", l.occlusionSeconds)) s.</p>
+            <table class=m><tr><th>test split</th><th>accuracy</th><th>sensitivity</th><th>specificity</th><th>ROC AUC</th></tr>
+            \([("plain", o.plain), ("outside the lungs occluded", o.occluded)].map { n, m in
+                "<tr><td>\(n)</td>" + [m.accuracy, m.sensitivity, m.specificity, m.auc].map { "<td>\(f($0))</td>" }.joined() + "</tr>"
+            }.joined())</table>
+            """
+        }
+        return """
+        <h2>Where the network looks: the lungs</h2>
+        <p>Lung masks from each slice's grey levels (Otsu's threshold, connected components, no learned model; LungMask.swift) on
+        \(l.slices) test slices, \(htmlEscape(l.sample)); \(l.emptyMasks) with no lung found. Energy: share of the map's sum inside the
+        mask, against the mask's area share (what a uniform map scores); bottom rows: the share in the lowest
+        \(Int((LungEnergy.bottomFraction * 100).rounded())) % of the rows, below the lungs. CAMs explain the predicted class, the input
+        gradient the true class. \(String(format: "%.0f", l.energySeconds)) s.</p>
+        <table class=m><tr><th>method</th><th>slices</th><th>energy in lungs</th><th>lung area</th><th>ratio</th>
+        <th>energy in bottom rows</th><th>ratio to their area</th><th>seconds</th></tr>\(rows)</table>
+        \(occlusion)
+        """
     }
 }
 
