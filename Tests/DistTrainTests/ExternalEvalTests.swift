@@ -254,7 +254,15 @@ final class ExternalEvalTests: XCTestCase {
         XCTAssertEqual(predictions.dropFirst().map { $0.fields[0] }, Array(repeating: "external", count: 6))
         XCTAssertEqual(predictions[3].fields[2], "images/rgb.png")
         // Localisation: every method (gradcam and the input gradient) against each kind of lesion.
-        let l = try XCTUnwrap(s.localization)
+        let all = try XCTUnwrap(s.localization)
+        // Each method is scored over the whole image, then again within each slice's lung mask (region "lungs").
+        XCTAssertEqual(all.map { $0.region ?? "image" }, ["image", "image", "image", "lungs", "lungs", "lungs",
+                                                          "image", "image", "image", "lungs", "lungs", "lungs"])
+        let l = all.filter { $0.region == nil }
+        for (whole, lung) in zip(l, all.filter { $0.region == Localization.lungRegion }) {
+            XCTAssertEqual([whole.method, whole.lesion], [lung.method, lung.lesion])
+            XCTAssertLessThanOrEqual(lung.images, whole.images, "a slice whose lesion lies outside its lung mask is not scored there")
+        }
         XCTAssertEqual(l.map { "\($0.method)/\($0.lesion ?? "")" }, ["gradcam/lesion", "gradcam/ground-glass", "gradcam/consolidation",
                                                                       "input-gradient/lesion", "input-gradient/ground-glass",
                                                                       "input-gradient/consolidation"])
@@ -266,8 +274,10 @@ final class ExternalEvalTests: XCTestCase {
             XCTAssertTrue((0...1).contains(row.energyInside) && (0...1).contains(row.pointingGame), "\(row)")
         }
         let table = try CSV.read(out + "/localization.csv")
-        XCTAssertEqual(table.count, 7)
-        XCTAssertEqual(Array(table[0].fields.prefix(6)), ["method", "lesion", "slices", "energy_inside", "energy_inside_lo", "energy_inside_hi"])
+        XCTAssertEqual(table.count, 13)
+        XCTAssertEqual(Array(table[0].fields.prefix(7)), ["method", "lesion", "region", "slices", "energy_inside", "energy_inside_lo",
+                                                          "energy_inside_hi"])
+        XCTAssertEqual(table.dropFirst().map { $0.fields[2] }, all.map { $0.region ?? "image" })
         let html = try String(contentsOfFile: out + "/index.html", encoding: .utf8)
         XCTAssertTrue(html.contains("one class only") && html.contains("Localisation of the lesions"), html)
         for file in ["reliability.png", "confusion.png", "cam-grid.png", "images.h5"] {

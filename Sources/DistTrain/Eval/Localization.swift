@@ -130,6 +130,9 @@ extension Localization {
         }
     }
 
+    /// The region name of the figures scored within the lung mask.
+    public static let lungRegion = "lungs"
+
     /// One method against masks where a value above 127 is lesion (the phantoms' 0/255 masks).
     public static func score(method: String, maps: [[Float]], masks: [[UInt8]], resamples: Int = RunEvidence.defaultResamples,
                              seed: UInt64 = 0) -> Localization {
@@ -140,12 +143,17 @@ extension Localization {
     /// gradient (|dL/dx| of class `target`, the largest over channels) on the images `images` of
     /// the evaluator's data set, as the network sees them, scored against `lesions` (per kind, each
     /// image's mask at the network's input size, or nil) and, with `regions`, within them.
+    /// With `lungField`, every map is scored a second time within the slice's lung mask
+    /// (`LungMask` of the image as the network sees it), in rows whose region is "lungs":
+    /// the lesions' share of the lung field is then the chance level.
     /// Maps are made `batch` images at a time and ranked as they come; none is kept.
     static func measure(_ evaluator: Evaluator, _ explainer: CAMExplainer, images: [Int], lesions: [(name: String, masks: [[Bool]?])],
-                        cams: [CAMKind], within regions: [[Bool]?]? = nil, regionName: String? = nil, target: Int = 1, batch: Int = 8,
-                        seed: UInt64 = 0) throws -> [Localization] {
+                        cams: [CAMKind], within regions: [[Bool]?]? = nil, regionName: String? = nil, lungField: Bool = false,
+                        target: Int = 1, batch: Int = 8, seed: UInt64 = 0) throws -> [Localization] {
         let methods = cams.map(\.rawValue) + [inputGradientName]
         var scores = [[[SliceLocalization?]]](repeating: lesions.map { _ in [] }, count: methods.count)
+        var inLungs = scores
+        let maker = evaluator.batchMaker
         let x = Tensor()
         var start = 0
         while start < images.count {
@@ -158,10 +166,17 @@ extension Localization {
                 let (n, i) = p.quotientAndRemainder(dividingBy: HW)
                 return (0..<C).map { abs(g.data[(n * C + $0) * HW + i]) }.max() ?? 0
             })
+            let lungs = lungField ? chunk.indices.map { n in
+                LungMask.mask(gray: LungOcclusion.gray(x, image: n, mean: maker.mean[0], std: maker.std[0]), width: x.shape[3], height: x.shape[2])
+            } : []
             for (m, all) in maps.enumerated() {
                 for (n, k) in chunk.enumerated() {
-                    let ranked = RankedMap(Array(all[(n * HW)..<((n + 1) * HW)]), region: regions.flatMap { $0[k] })
+                    let map = Array(all[(n * HW)..<((n + 1) * HW)])
+                    let ranked = RankedMap(map, region: regions.flatMap { $0[k] })
                     for (l, lesion) in lesions.enumerated() { scores[m][l].append(lesion.masks[k].flatMap { ranked.score($0) }) }
+                    guard lungField else { continue }
+                    let lung = RankedMap(map, region: lungs[n])
+                    for (l, lesion) in lesions.enumerated() { inLungs[m][l].append(lesion.masks[k].flatMap { lung.score($0) }) }
                 }
             }
             start += chunk.count
@@ -169,7 +184,9 @@ extension Localization {
         return methods.indices.flatMap { m in
             lesions.indices.map { l in
                 Localization(method: methods[m], lesion: lesions[l].name, region: regionName, slices: scores[m][l], seed: seed)
-            }
+            } + (lungField ? lesions.indices.map { l in
+                Localization(method: methods[m], lesion: lesions[l].name, region: lungRegion, slices: inLungs[m][l], seed: seed)
+            } : [])
         }
     }
 }

@@ -97,7 +97,7 @@ public enum ExternalStage {
         let kinds = ["lesion", "ground-glass", "consolidation"].filter { k in perSlice.contains { $0[k] != nil } }
         // The prepared set holds the samples in listing order: sample k is image k.
         let l = try Localization.measure(evaluator, explainer, images: slices, lesions: kinds.map { k in (k, perSlice.map { $0[k] }) },
-                                         cams: cams, seed: EvalStage.sampleSeed)
+                                         cams: cams, lungField: true, seed: EvalStage.sampleSeed)
         print(String(format: "localisation: %d slices with masks, %d maps each (%.0f s)", slices.count, cams.count + 1, now() - t0))
         return l
     }
@@ -105,11 +105,11 @@ public enum ExternalStage {
     /// localization.csv: a row per method and kind of lesion, each figure with its 95 % interval.
     static func writeLocalization(_ rows: [Localization], to path: String) throws {
         func g(_ v: Double?) -> String { v.map { $0.isFinite ? String(format: "%.6g", $0) : "nan" } ?? "nan" }
-        var csv = CSV.row(["method", "lesion", "slices"] + Localization.figureNames.flatMap { [$0, $0 + "_lo", $0 + "_hi"] })
+        var csv = CSV.row(["method", "lesion", "region", "slices"] + Localization.figureNames.flatMap { [$0, $0 + "_lo", $0 + "_hi"] })
         for r in rows {
             let values = ["energy_inside": r.energyInside, "area_share": r.chance, "ratio": r.ratio ?? .nan, "pointing_game": r.pointingGame,
                           "pixel_auc": r.pixelAUC ?? .nan]
-            csv += CSV.row([r.method, r.lesion ?? "lesion", "\(r.images)"]
+            csv += CSV.row([r.method, r.lesion ?? "lesion", r.region ?? "image", "\(r.images)"]
                            + Localization.figureNames.flatMap { n in [g(values[n]), g(r.intervals?[n]?.lower), g(r.intervals?[n]?.upper)] })
         }
         try durableWrite(path, data: Data(csv.utf8))
@@ -130,9 +130,10 @@ public enum ExternalStage {
     }
 
     static func localisationLines(_ s: ExternalSummary) -> [String] {
-        (s.localization ?? []).filter { ($0.lesion ?? "lesion") == "lesion" }.map { l in
-            String(format: "  %@: energy inside %.3f (area share %.3f, ratio %.2f), pointing game %.3f, pixel AUC %.3f (%d slices)",
-                   l.method, l.energyInside, l.chance, l.ratio ?? .nan, l.pointingGame, l.pixelAUC ?? .nan, l.images)
+        (s.localization ?? []).filter { ($0.lesion ?? "lesion") == "lesion" && $0.images > 0 }.map { l in
+            String(format: "  %@%@: energy inside %.3f (area share %.3f, ratio %.2f), pointing game %.3f, pixel AUC %.3f (%d slices)",
+                   l.method, l.region.map { " within the \($0)" } ?? "", l.energyInside, l.chance, l.ratio ?? .nan, l.pointingGame,
+                   l.pixelAUC ?? .nan, l.images)
         }
     }
 }

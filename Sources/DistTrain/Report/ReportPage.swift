@@ -132,11 +132,13 @@ enum ReportPage {
             + "<p>Over the slices with a non-empty mask: energy inside, the share of the map's sum inside the mask, against the mask's "
             + "share of the image (what a uniform map scores; chance), and their ratio; pointing game, the share of slices whose map "
             + "peaks inside; pixel AUC, the map as a per-pixel lesion detector (0.5 is chance). 95 % bootstrap intervals over slices "
-            + "in brackets.</p>"
-            + "<table class=m><tr><th>method</th><th>lesion</th><th>slices</th><th>energy inside</th><th>area share</th><th>ratio</th>"
+            + "in brackets. Region \"lungs\": the same maps scored within each slice's lung mask only, against the lesions' share "
+            + "of the lung field.</p>"
+            + "<table class=m><tr><th>method</th><th>lesion</th><th>region</th><th>slices</th><th>energy inside</th><th>area share</th><th>ratio</th>"
             + "<th>pointing game</th><th>pixel AUC</th></tr>"
             + l.map { r in
-                "<tr><td>\(htmlEscape(r.method))</td><td>\(htmlEscape(r.lesion ?? "lesion"))</td><td>\(r.images)</td>"
+                "<tr><td>\(htmlEscape(r.method))</td><td>\(htmlEscape(r.lesion ?? "lesion"))</td>"
+                    + "<td>\(htmlEscape(r.region ?? "image"))</td><td>\(r.images)</td>"
                     + cell(r.energyInside, "energy_inside", r) + cell(r.chance, "area_share", r) + cell(r.ratio, "ratio", r)
                     + cell(r.pointingGame, "pointing_game", r) + cell(r.pixelAUC, "pixel_auc", r) + "</tr>"
             }.joined()
