@@ -25,8 +25,12 @@ final class JPEG2000Tests: XCTestCase {
             ("lossless_u12_3frames", "lossless_u12_3frames", "1.2.840.10008.1.2.4.90", [3, 64, 64]),
             // The same frames in two fragments each, found through the Basic Offset Table.
             ("lossless_u12_3frames_fragmented", "lossless_u12_3frames", "1.2.840.10008.1.2.4.90", [3, 64, 64]),
-            // A JP2 file (OpenJPEG's opj_compress) in place of a bare codestream.
-            ("lossless_jp2", "lossless_jp2", "1.2.840.10008.1.2.4.90", [1, 32, 32]),
+            // ... and without the table: each frame's first fragment is the one that starts with SOC, SIZ.
+            ("lossless_u12_3frames_fragmented_nobot", "lossless_u12_3frames", "1.2.840.10008.1.2.4.90", [3, 64, 64]),
+            // 8-bit storage, no rescale.
+            ("lossless_u8", "lossless_u8", "1.2.840.10008.1.2.4.90", [1, 64, 64]),
+            // A JP2 file (OpenJPEG's opj_compress) in place of a bare codestream, 48 x 32: rows and columns told apart.
+            ("lossless_jp2", "lossless_jp2", "1.2.840.10008.1.2.4.90", [1, 32, 48]),
             // HTJ2K (Part 15 block coder), unsigned 12 bit: DCMTK 3.6.7 does not know these UIDs (see medical.cpp).
             ("htj2k_lossless_u12", "htj2k_lossless_u12", "1.2.840.10008.1.2.4.201", [1, 64, 64]),
             ("htj2k_rpcl_u12", "htj2k_rpcl_u12", "1.2.840.10008.1.2.4.202", [1, 64, 64]),
@@ -81,6 +85,9 @@ final class JPEG2000Tests: XCTestCase {
             ("not_j2k.dcm", ["not a JPEG 2000 codestream or JP2 file; it starts 00 01 00 01"]),
             ("wrong_rows.dcm", ["the JPEG 2000 codestream is 32x32 pixels, the data set says 32x16 (Columns x Rows)"]),
             ("unsigned.dcm", ["the JPEG 2000 codestream is signed, PixelRepresentation 0 (unsigned)"]),
+            ("over_bits_stored.dcm", ["decoded JPEG 2000 sample 40000 (pixel 0) is outside BitsStored 12 (0...4095"]),
+            ("rgb.dcm", ["the JPEG 2000 codestream has 3 components, the data set 1 (SamplesPerPixel)"]),
+            ("offset_table.dcm", ["the Basic Offset Table's entry for frame 2", "is not where a fragment starts"]),
         ]
         for (file, words) in cases {
             let path = dir + "bad/" + file
@@ -91,7 +98,7 @@ final class JPEG2000Tests: XCTestCase {
                 XCTAssertFalse(text.contains("\n"), "one line: \(text)")
                 XCTAssertFalse(text.contains("cannot be decoded here"), text)
             }
-            XCTAssertEqual(try DicomFile.read(path, pixels: false).cols, 32, "\(file): its header still reads")
+            XCTAssertEqual(try DicomFile.read(path, pixels: false).cols, file == "offset_table.dcm" ? 64 : 32, "\(file): its header still reads")
         }
         // A syntax newer than DCMTK 3.6.7 that is not HTJ2K (JPEG XL, 1.2.840.10008.1.2.4.110) is refused by its UID.
         let tmp = makeTempDir("j2k-unknown")

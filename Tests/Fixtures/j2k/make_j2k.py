@@ -13,7 +13,8 @@ Writes Tests/Fixtures/j2k/:
                    RescaleIntercept, float32 little endian, frames x rows x cols
   bad/*.dcm        damaged or inconsistent files (a truncated codestream, a
                    corrupt one, Rows/Columns that are not the codestream's, the
-                   sign of the codestream against PixelRepresentation)
+                   sign of the codestream against PixelRepresentation, samples
+                   over BitsStored, three components, a wrong offset table)
   study/j2k/ and study/native/  the same 8-patient, 2-class study (32 x 32, two
                    slices a patient, labels.csv) as J2K lossless and as explicit
                    VR little endian: prepare and predict must make the same of both
@@ -22,6 +23,7 @@ array it encoded; for lossy ones it prints the maximum error against it.
 """
 import os, shutil, subprocess, tempfile
 import numpy as np
+import openjpeg
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -130,9 +132,9 @@ for name, arr, signed, bits, slope, intercept, syntax, kw in FIXTURES:
 
 # One frame as a JP2 file (a wrapped codestream, as some writers store it), by OpenJPEG's own encoder.
 with tempfile.TemporaryDirectory() as tmp:
-    s = s16[:32, :32].copy()
+    s = s16[:32, :48].copy()  # 48 wide, 32 high: not square
     s.astype("<i2").tofile(f"{tmp}/f.rawl")
-    subprocess.run(["opj_compress", "-i", f"{tmp}/f.rawl", "-o", f"{tmp}/f.jp2", "-F", "32,32,1,16,s"], check=True,
+    subprocess.run(["opj_compress", "-i", f"{tmp}/f.rawl", "-o", f"{tmp}/f.jp2", "-F", "48,32,1,16,s"], check=True,
                    stdout=subprocess.DEVNULL)
     jp2 = open(f"{tmp}/f.jp2", "rb").read()
 assert jp2[4:8] == b"jP  "
@@ -183,7 +185,30 @@ ds = pydicom.dcmread(f"{OUT}/lossless_u12_3frames.dcm")
 frames = [f for f in pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=3)]
 ds.PixelData = encapsulate(frames, fragments_per_frame=2, has_bot=True)
 ds.save_as(f"{OUT}/lossless_u12_3frames_fragmented.dcm", enforce_file_format=True)
-assert np.array_equal(pydicom_hu(f"{OUT}/lossless_u12_3frames_fragmented.dcm"), np.fromfile(f"{OUT}/lossless_u12_3frames.hu.f32", "<f4").reshape(3, 64, 64))
+u12hu = np.fromfile(f"{OUT}/lossless_u12_3frames.hu.f32", "<f4").reshape(3, 64, 64)
+assert np.array_equal(pydicom_hu(f"{OUT}/lossless_u12_3frames_fragmented.dcm"), u12hu)
+# The same without a Basic Offset Table: each frame's first fragment is the one that starts with SOC.
+ds.PixelData = encapsulate(frames, fragments_per_frame=2, has_bot=False)
+ds.save_as(f"{OUT}/lossless_u12_3frames_fragmented_nobot.dcm", enforce_file_format=True)
+assert np.array_equal(pydicom_hu(f"{OUT}/lossless_u12_3frames_fragmented_nobot.dcm"), u12hu)
+# A Basic Offset Table whose second entry points inside a fragment.
+data = bytearray(encapsulate(frames, fragments_per_frame=2, has_bot=True))
+data[12:16] = (int.from_bytes(data[12:16], "little") + 2).to_bytes(4, "little")  # after the item tag, length and entry 1
+ds.PixelData = bytes(data)
+os.makedirs(f"{OUT}/bad", exist_ok=True)
+ds.save_as(f"{OUT}/bad/offset_table.dcm", enforce_file_format=True)
+
+# 8-bit storage (BitsAllocated 8, no rescale: the stored values are the output).
+u8 = np.clip((phantom(64) + 1000) / 8, 0, 255).round().astype(np.uint8)
+ds = dataset(u8.astype(np.int16), signed=False, bits_stored=8)
+ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+del ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType
+ds.PixelData = u8.tobytes()
+ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+ds.save_as(f"{OUT}/lossless_u8.dcm", enforce_file_format=True)
+hu = pydicom.dcmread(f"{OUT}/lossless_u8.dcm").pixel_array.astype(np.float32)[None]
+assert np.array_equal(hu, u8.astype(np.float32)[None])
+hu.astype("<f4").tofile(f"{OUT}/lossless_u8.hu.f32")
 
 # Damaged and inconsistent files, 32 x 32 (the encoder's 5 decomposition levels need 32 pixels).
 small = s16[:32, :32].copy()
@@ -213,8 +238,15 @@ def unsigned(ds, s):
     return s
 
 
+def over_bits_stored(ds, s):
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 0
+    return openjpeg.encode(np.full((32, 32), 40000, np.uint16), bits_stored=16)
+
+
 bad("wrong_rows.dcm", wrong_rows)
 bad("unsigned.dcm", unsigned)
+bad("over_bits_stored.dcm", over_bits_stored)
+bad("rgb.dcm", lambda ds, s: openjpeg.encode(rng.integers(0, 255, (32, 32, 3)).astype(np.uint8), photometric_interpretation=1))
 
 # The study: 8 patients (4 a class), two slices each, J2K lossless and native.
 labels = []
