@@ -241,7 +241,6 @@ extern "C" int dt_dicom_read(const char *path, int want_pixels, dt_limits limits
         OFString declared;
         pixels->file->getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, declared);
         const bool unknownSyntax = !declared.empty() && DcmXfer(declared.c_str()).getXfer() == EXS_Unknown;
-        const bool encapsulated = x.isEncapsulated() || unknownSyntax;
         const std::string syntax = unknownSyntax ? declared.c_str() : x.getXferID();
         std::snprintf(out->transfer_syntax, sizeof out->transfer_syntax, "%s", syntax.c_str());
         Uint16 rows = 0, cols = 0, spp = 1;
@@ -253,6 +252,9 @@ extern "C" int dt_dicom_read(const char *path, int want_pixels, dt_limits limits
         // and the compressed path below casts it.
         if (pixelData->ident() != EVR_PixelData)
             refuse(std::string("PixelData has VR ") + DcmVR(pixelData->getVR()).getVRName() + ", not OB or OW");
+        DcmPixelSequence *fragments = nullptr;  // an unknown syntax is compressed when DCMTK found fragments, native otherwise
+        const bool encapsulated = x.isEncapsulated() || (unknownSyntax && static_cast<DcmPixelData *>(pixelData)->
+                                                             getEncapsulatedRepresentation(xfer, nullptr, fragments).good() && fragments);
         if (rows == 0 || cols == 0) refuse("Rows " + str(rows) + ", Columns " + str(cols) + ": an image needs one row and one column at least");
         Sint32 frames = 1;
         if (ds->tagExistsWithValue(DCM_NumberOfFrames)) {

@@ -107,6 +107,15 @@ final class JPEG2000Tests: XCTestCase {
         assertError(try DicomFile.read(tmp + "/jxl.dcm"), contains: tmp + "/jxl.dcm", "transfer syntax 1.2.840.10008.1.2.4.110 (unknown to DCMTK",
                     "cannot be decoded here")
         XCTAssertEqual(try DicomFile.read(tmp + "/jxl.dcm", pixels: false).transferSyntax, "1.2.840.10008.1.2.4.110")
+        // An unknown UID over native pixel data still reads as DCMTK parses it (as before HTJ2K was looked for).
+        var native = [UInt8](try Data(contentsOf: URL(fileURLWithPath: packageRoot + "/Tests/Fixtures/medical/explicit_le_s16.dcm")))
+        let uid = Array("1.2.840.10008.1.2.1\0".utf8)
+        let at = try XCTUnwrap((0..<400).first { native[$0..<($0 + uid.count)].elementsEqual(uid) })
+        native.replaceSubrange(at..<(at + uid.count), with: Array("1.2.840.10008.1.2.99".utf8))
+        try Data(native).write(to: URL(fileURLWithPath: tmp + "/native.dcm"))
+        let unknown = try DicomFile.read(tmp + "/native.dcm")
+        XCTAssertEqual(unknown.transferSyntax, "1.2.840.10008.1.2.99")
+        XCTAssertEqual(unknown.values, try DicomFile.read(packageRoot + "/Tests/Fixtures/medical/explicit_le_s16.dcm").values)
     }
 
     /// The same 8-patient study as J2K lossless and as explicit VR little endian:
