@@ -47,7 +47,8 @@ OPJ_OFF_T skipBytes(OPJ_OFF_T n, void *user) {
         s->pos -= (size_t)-n;
         return n;
     }
-    const size_t step = std::min<size_t>((size_t)n, s->size - s->pos);  // past the end: stop there, as fseek's reader sees it
+    const size_t step = std::min<size_t>((size_t)n, s->size - s->pos);  // past the end: stop there
+    if (step == 0 && n > 0) return -1;                                  // at the end: no progress, never a loop
     s->pos += step;
     return (OPJ_OFF_T)step;
 }
