@@ -36,12 +36,13 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CImage", path: "Sources/CImage", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev", "libjpeg-dev"])]),
-        // DICOM (DCMTK, with its JPEG, JPEG-LS and RLE decoders) and NIfTI-1
-        // (niftilib) behind a small extern "C" surface (include/medical.h).
+        // DICOM (DCMTK, with its JPEG, JPEG-LS and RLE decoders; JPEG 2000 through
+        // OpenJPEG, libopenjp2-7-dev) and NIfTI-1 (niftilib) behind a small extern "C"
+        // surface (include/medical.h, include/j2k.h).
         .target(name: "CMedical", path: "Sources/CMedical",
-                cxxSettings: [.unsafeFlags(["-I/usr/include/nifti"])],
+                cxxSettings: [.unsafeFlags(["-I/usr/include/nifti", "-I/usr/include/openjpeg-2.5"])],
                 linkerSettings: ["dcmjpeg", "dcmjpls", "dcmimgle", "dcmdata", "oflog", "ofstd", "ijg8", "ijg12", "ijg16",
-                                 "dcmtkcharls", "niftiio", "znz", "z"].map { .linkedLibrary($0) }),
+                                 "dcmtkcharls", "openjp2", "niftiio", "znz", "z"].map { .linkedLibrary($0) }),
         // Kernels chosen at run time by CPUID (bf16 GEMM on AVX512-BF16); the
         // target builds for the same floor as the rest, each kernel names its ISA.
         .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),

@@ -8,6 +8,7 @@
 // never zero-filled; and no C++ exception crosses extern "C" (each entry
 // point runs its body through `guarded`, which turns them into the message).
 #include "medical.h"
+#include "j2k.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -189,7 +190,24 @@ struct DicomPixels {
     Bits bits;
     const Uint16 *p16 = nullptr;
     const Uint8 *p8 = nullptr;
+    std::vector<Uint16> decoded16;  // JPEG 2000 frames, decoded here (j2k.cpp) rather than by a DCMTK codec
+    std::vector<Uint8> decoded8;
 };
+
+/// Every frame of JPEG 2000 pixel data through OpenJPEG into `px`, as stored values in BitsStored bits.
+void decodeJPEG2000(DcmPixelData *pixelData, E_TransferSyntax xfer, DicomPixels &px, Uint16 rows, Uint16 cols, Sint32 frames) {
+    DcmPixelSequence *sequence = nullptr;
+    if (pixelData->getEncapsulatedRepresentation(xfer, nullptr, sequence).bad() || !sequence) refuse("compressed pixel data without fragments");
+    const size_t n = (size_t)rows * cols * (size_t)frames;
+    void *dst;
+    if (px.bits.allocated == 16) { px.decoded16.resize(n); dst = px.decoded16.data(); }
+    else { px.decoded8.resize(n); dst = px.decoded8.data(); }
+    std::string why;
+    if (!dt_j2k_decode_frames(sequence, frames, rows, cols, px.bits.allocated, px.bits.stored, px.bits.representation, dst, why)) refuse(why);
+    px.bits.high = px.bits.stored - 1;  // samples are plain integers: nothing to shift
+    px.p16 = px.bits.allocated == 16 ? px.decoded16.data() : nullptr;
+    px.p8 = px.bits.allocated == 8 ? px.decoded8.data() : nullptr;
+}
 
 /// slope * stored + intercept must be a float for every stored value (1e300 or
 /// a NaN would make a flat slice), and a slope of 0 makes every pixel the same.
@@ -218,7 +236,13 @@ extern "C" int dt_dicom_read(const char *path, int want_pixels, dt_limits limits
         DcmDataset *ds = pixels->file->getDataset();
         const E_TransferSyntax xfer = ds->getOriginalXfer();
         DcmXfer x(xfer);
-        std::snprintf(out->transfer_syntax, sizeof out->transfer_syntax, "%s", x.getXferID());
+        // DCMTK 3.6.7 predates HTJ2K (1.2.840.10008.1.2.4.201-203): it reads such a file as explicit VR little
+        // endian, its pixel data a sequence of fragments kept under that syntax. The meta header's UID tells.
+        OFString declared;
+        pixels->file->getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, declared);
+        const bool unknownSyntax = !declared.empty() && DcmXfer(declared.c_str()).getXfer() == EXS_Unknown;
+        const std::string syntax = unknownSyntax ? declared.c_str() : x.getXferID();
+        std::snprintf(out->transfer_syntax, sizeof out->transfer_syntax, "%s", syntax.c_str());
         Uint16 rows = 0, cols = 0, spp = 1;
         DcmElement *pixelData = nullptr;
         if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad() ||
@@ -228,6 +252,9 @@ extern "C" int dt_dicom_read(const char *path, int want_pixels, dt_limits limits
         // and the compressed path below casts it.
         if (pixelData->ident() != EVR_PixelData)
             refuse(std::string("PixelData has VR ") + DcmVR(pixelData->getVR()).getVRName() + ", not OB or OW");
+        DcmPixelSequence *fragments = nullptr;  // an unknown syntax is compressed when DCMTK found fragments, native otherwise
+        const bool encapsulated = x.isEncapsulated() || (unknownSyntax && static_cast<DcmPixelData *>(pixelData)->
+                                                             getEncapsulatedRepresentation(xfer, nullptr, fragments).good() && fragments);
         if (rows == 0 || cols == 0) refuse("Rows " + str(rows) + ", Columns " + str(cols) + ": an image needs one row and one column at least");
         Sint32 frames = 1;
         if (ds->tagExistsWithValue(DCM_NumberOfFrames)) {
@@ -268,7 +295,7 @@ extern "C" int dt_dicom_read(const char *path, int want_pixels, dt_limits limits
             if (ds->findAndGetFloat64(DCM_ImageOrientationPatient, out->orientation[i], i).bad()) out->has_orientation = 0;
 
         const unsigned long long n = (unsigned long long)rows * cols * (unsigned long long)frames;
-        if (x.isEncapsulated()) {
+        if (encapsulated) {
             // Compressed: each frame needs a fragment at least (so that a listing of frames
             // grows with the file); the decoded size is bounded by the limits above.
             DcmPixelSequence *sequence = nullptr;
@@ -288,8 +315,12 @@ extern "C" int dt_dicom_read(const char *path, int want_pixels, dt_limits limits
         out->pixel_representation = pixels->bits.representation;
         if (!want_pixels) return;
 
-        if (x.isEncapsulated()) {
+        const bool j2k = encapsulated && dt_j2k_handles(syntax.c_str());
+        if (j2k) {
+            decodeJPEG2000(static_cast<DcmPixelData *>(pixelData), xfer, *pixels, rows, cols, frames);
+        } else if (encapsulated) {
             // A syntax without a decoder is unsupported; one whose decoder fails or warns is corrupt.
+            if (unknownSyntax) refuse("transfer syntax " + syntax + " (unknown to DCMTK " OFFIS_DCMTK_VERSION_STRING ") cannot be decoded here");
             if (!DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit))
                 refuse(std::string("transfer syntax ") + x.getXferID() + " (" + x.getXferName() + ") cannot be decoded here");
             DecodeMessages messages;
@@ -301,7 +332,9 @@ extern "C" int dt_dicom_read(const char *path, int want_pixels, dt_limits limits
             checkRescale(slope, intercept, pixels->bits);
         }
         unsigned long count = 0;
-        if (pixels->bits.allocated == 16) {
+        if (j2k) {
+            count = (unsigned long)n;  // every frame decoded above
+        } else if (pixels->bits.allocated == 16) {
             if (ds->findAndGetUint16Array(DCM_PixelData, pixels->p16, &count).bad() || !pixels->p16) refuse("pixel data could not be read");
         } else {
             if (ds->findAndGetUint8Array(DCM_PixelData, pixels->p8, &count).bad() || !pixels->p8) refuse("pixel data could not be read");

@@ -423,9 +423,16 @@ final class HostileMedicalTests: XCTestCase {
             try write(Array(jpeg[..<start]) + element, to: path)
             for pixels in [true, false] { assertError(try DicomFile.read(path, pixels: pixels), contains: path) }
         }
+        // JPEG 2000 decodes through OpenJPEG (JPEG2000Tests); this stub (SOC, SIZ, then zeros) is corrupt.
         let j2k = fixtures + "medical/jpeg2000.dcm"
-        assertError(try DicomFile.read(j2k), contains: "transfer syntax 1.2.840.10008.1.2.4.90 (JPEG 2000", "cannot be decoded here")
+        assertError(try DicomFile.read(j2k), contains: j2k, "decoding failed (corrupt compressed pixel data: JPEG 2000")
         XCTAssertEqual(try DicomFile.read(j2k, pixels: false).rows, 12, "its header still lists")
+        // A syntax without a decoder here (JPEG 2000 Part 2 multi-component) is refused by its UID, header still read.
+        let part2 = "\(dir)/j2k-part2.dcm"
+        try write(Self.dicom(fragments: [[0xFF, 0x4F, 0xFF, 0x51] + [UInt8](repeating: 0, count: 60)], syntax: "1.2.840.10008.1.2.4.92"),
+                  to: part2)
+        assertError(try DicomFile.read(part2), contains: part2, "transfer syntax 1.2.840.10008.1.2.4.92", "cannot be decoded here")
+        XCTAssertEqual(try DicomFile.read(part2, pixels: false).rows, 4, "its header still lists")
     }
 
     // MARK: 10. FIFOs

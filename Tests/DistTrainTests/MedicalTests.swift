@@ -49,7 +49,7 @@ final class MedicalTests: XCTestCase {
     }
 
     func testBadFilesAreNamedWithTheirReason() {
-        for (file, words) in [("jpeg2000.dcm", ["1.2.840.10008.1.2.4.90", "cannot be decoded"]), ("truncated.dcm", ["truncated.dcm"]),
+        for (file, words) in [("jpeg2000.dcm", ["decoding failed (corrupt compressed pixel data: JPEG 2000"]), ("truncated.dcm", ["truncated.dcm"]),
                               ("not_dicom.dcm", ["not_dicom.dcm"])] {
             XCTAssertThrowsError(try DicomFile.read(dir + file), file) { e in
                 for w in words { XCTAssertTrue("\(e)".contains(w), "\(file): '\(e)' should name \(w)") }
