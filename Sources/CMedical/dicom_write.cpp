@@ -323,6 +323,12 @@ extern "C" int dt_write_sr(const char *path, const dt_result_info *info, const d
                 check(doc.getCurrentRequestedProcedureEvidence().addItem(s->study.c_str(), s->series.c_str(), s->sopClass.c_str(),
                                                                          s->sopInstance.c_str()),
                       "'" + s->path + "': cannot list it as evidence");
+        // A private or local coding scheme (a class other than COVID-19) is identified, as PS3.3 C.12.1.1.2 asks.
+        const std::string scheme = text(info->finding_scheme);
+        if (scheme.rfind("99", 0) == 0 || scheme == "L") {
+            check(doc.getCodingSchemeIdentification().addItem(scheme.c_str()), "cannot identify coding scheme " + scheme);
+            check(doc.getCodingSchemeIdentification().setCodingSchemeName("disttrain class names"), "cannot name coding scheme " + scheme);
+        }
         check(doc.completeDocument(), "cannot complete the document");
 
         DcmFileFormat ff;

@@ -14,10 +14,10 @@ final class DicomResultsTests: XCTestCase {
 
     /// config.json and an untrained ResNet-18 of width 4 at 32 px (window lung): predict needs no
     /// training. Kaiming-initialised, its head seeded uniform in [-1, 1], so slices get different probabilities.
-    func untrainedRun() throws -> String {
+    func untrainedRun(classes: [String] = ["NORMAL", "COVID"]) throws -> String {
         let run = makeTempDir("dicom-results-run")
         var c = TrainConfig()
-        c.run = run; c.imageSize = 32; c.width = 4; c.inChannels = 1; c.numClasses = 2; c.classNames = ["NORMAL", "COVID"]
+        c.run = run; c.imageSize = 32; c.width = 4; c.inChannels = 1; c.numClasses = 2; c.classNames = classes
         c.mean = [0.5]; c.std = [0.25]; c.window = "lung"
         try FileManager.default.createDirectory(atPath: run + "/ckpt", withIntermediateDirectories: true)
         let n = ResNet(c.netConfig)
@@ -195,6 +195,28 @@ final class DicomResultsTests: XCTestCase {
         let r = try runCommand([disttrainBinary, "predict", png, "--run", run, "--out", root + "/p4", "--dicom-out", root + "/d4"])
         XCTAssertEqual(r.status, 1, r.output)
         XCTAssertTrue(r.output.contains("--dicom-out '\(root)/d4': none of the inputs is a DICOM file or series"), r.output)
+    }
+
+    /// A positive class that is not COVID-19, with a long odd name: a local code, and every value
+    /// within its VR (LO at most 64 characters, no backslash), so the objects stay valid.
+    func testAnotherPositiveClassGetsALocalCodeAndValidValues() throws {
+        let root = makeTempDir("dicom-results-class")
+        let name = "Ground-glass opacity \\ \u{FC}ber-long class name that runs well past sixty-four characters"
+        let run = try untrainedRun(classes: ["clear", name])
+        let rich = fixtures + "dicom_results/rich.dcm"
+        let p = try runCommand([disttrainBinary, "predict", rich, "--run", run, "--out", root + "/pred", "--cams", "gradcam", "--dicom-out", root + "/dicom"])
+        XCTAssertEqual(p.status, 0, p.output)
+        let sr = root + "/dicom/series-1/sr.dcm", sc = root + "/dicom/series-1/sc-0001.dcm"
+        let content = try DicomResults.readSR(sr)
+        XCTAssertTrue(content.items.contains { $0.concept == "121071" && $0.values == ["GROUNDGLASSOPACI"] }, "\(content.items)")
+        XCTAssertFalse(content.items.contains { $0.concept == "840539006" })
+        XCTAssertEqual(try DicomResults.value(sr, "CodingSchemeIdentificationSequence[0].CodingSchemeDesignator"), "99DISTTRAIN")
+        for f in [sr, sc] {
+            let d = try DicomResults.value(f, "SeriesDescription")
+            XCTAssertLessThanOrEqual(d.count, 64, d)
+            XCTAssertTrue(d.hasPrefix("Ground-glass opacity  ber-long"), d)
+        }
+        try assertToolsAccept(sr: sr, images: [sc])
     }
 
     func testDeviceUIDAndFindingCodes() throws {
