@@ -368,7 +368,11 @@ extern "C" int dt_write_sc(const char *path, const dt_result_info *info, const d
         put(DCM_SeriesInstanceUID, series_uid);
         put(DCM_SeriesNumber, std::to_string(info->sc_series_number));
         put(DCM_SeriesDescription, text(info->sc_series_description));
-        put(DCM_Laterality, get(from, DCM_Laterality));  // Type 2C; empty unless the source says (a chest is not paired)
+        // Laterality is Type 2C (required for a paired body part): with the source's BodyPartExamined
+        // (CHEST: unpaired) it is left out unless the source has one; without, it is written empty (unknown).
+        const std::string part = get(from, DCM_BodyPartExamined), side = get(from, DCM_Laterality);
+        if (!part.empty()) put(DCM_BodyPartExamined, part);
+        if (part.empty() || !side.empty()) put(DCM_Laterality, side);
         put(DCM_Manufacturer, text(info->manufacturer));
         put(DCM_ManufacturerModelName, text(info->model_name));
         put(DCM_SoftwareVersions, text(info->software_versions));
