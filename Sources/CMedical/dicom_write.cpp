@@ -312,7 +312,8 @@ extern "C" int dt_write_sr(const char *path, const dt_result_info *info, const d
             t.child(R::RT_inferredFrom, R::VT_Image, CODE_DCM_SourceOfMeasurement);
             DSRImageReferenceValue ref(src[i]->sopClass.c_str(), src[i]->sopInstance.c_str());
             if (slices[i].frame > 0 && multiFrameClass(src[i]->sopClass)) ref.getFrameList().addItem(slices[i].frame);
-            check(t.item().setImageReference(ref), "'" + src[i]->path + "': cannot refer to its instance");
+            check(t.item().setImageReference(ref), "'" + src[i]->path + "': cannot refer to its instance (SOPClassUID '" + src[i]->sopClass +
+                                                       "', SOPInstanceUID '" + src[i]->sopInstance + "': not valid UIDs?)");
             t.up();
             t.up();
         }
@@ -322,7 +323,8 @@ extern "C" int dt_write_sr(const char *path, const dt_result_info *info, const d
             if (listed.insert(s->sopInstance).second)
                 check(doc.getCurrentRequestedProcedureEvidence().addItem(s->study.c_str(), s->series.c_str(), s->sopClass.c_str(),
                                                                          s->sopInstance.c_str()),
-                      "'" + s->path + "': cannot list it as evidence");
+                      "'" + s->path + "': cannot list it as evidence (StudyInstanceUID '" + s->study + "', SeriesInstanceUID '" + s->series +
+                          "', SOPInstanceUID '" + s->sopInstance + "': not valid UIDs?)");
         // A private or local coding scheme (a class other than COVID-19) is identified, as PS3.3 C.12.1.1.2 asks.
         const std::string scheme = text(info->finding_scheme);
         if (scheme.rfind("99", 0) == 0 || scheme == "L") {

@@ -223,6 +223,25 @@ final class DicomResultsTests: XCTestCase {
         try assertToolsAccept(sr: sr, images: [sc])
     }
 
+    /// A source whose SOPInstanceUID is not a UID cannot be referred to: one line naming the file and the value.
+    func testASourceThatCannotBeReferredToIsNamed() throws {
+        let root = makeTempDir("dicom-results-bad")
+        let run = try untrainedRun()
+        try FileManager.default.createDirectory(atPath: root + "/s", withIntermediateDirectories: true)
+        for (k, sop) in ["1.2.826.0.1.3680043.10.543.29.9.1", "1.2.x.4"].enumerated() {
+            try DicomFile.writeCT("\(root)/s/\(k).dcm", hu: [Float](repeating: -500, count: 64), size: 8, patientID: "BAD-1",
+                                  studyUID: "1.2.826.0.1.3680043.10.543.29.7", seriesUID: "1.2.826.0.1.3680043.10.543.29.8", sopUID: sop,
+                                  instance: k + 1, z: Double(k), spacing: 1, window: WindowLevel(width: 1500, level: -600))
+        }
+        let r = try runCommand([disttrainBinary, "predict", root + "/s", "--run", run, "--out", root + "/pred", "--cams", "none",
+                                "--dicom-out", root + "/dicom"])
+        XCTAssertEqual(r.status, 1, r.output)
+        XCTAssertTrue(r.output.contains("'\(root)/s/1.dcm': cannot refer to its instance") && r.output.contains("SOPInstanceUID '1.2.x.4'"), r.output)
+        XCTAssertEqual(r.output.split(separator: "\n").filter { $0.hasPrefix("Error") }.count, 1, r.output)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/dicom/series-1/sr.dcm"), "no half result")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/dicom/series-1/sr.dcm.tmp"))
+    }
+
     func testDeviceUIDAndFindingCodes() throws {
         // 2.25 + the UUID of the hash's first 128 bits with version 8 and variant 10: for a zero hash
         // 0x0000_0000_0000_8000_8000_0000_0000_0000 = 2^79 + 2^63.
