@@ -113,6 +113,8 @@ final class DicomResultsTests: XCTestCase {
             XCTAssertEqual(decision?.values, [mean > 0.5 ? "52101004" : "272519000"], "\(sr.items)")
             XCTAssertEqual(sr.items.first { $0.concept == "111003" }?.values, ["sha256:" + sha], "the checkpoint's fingerprint")
             XCTAssertTrue(sr.items.contains { $0.concept == "121071" && $0.values == ["840539006"] }, "the finding is COVID-19")
+            let parameters = sr.items.first { $0.concept == "111002" }?.values.first ?? ""
+            XCTAssertTrue(parameters.contains("decision p > 0.5;") && parameters.contains("window lung;"), parameters)
             // Evidence: every source instance, in its study and series.
             XCTAssertEqual(Set(sr.evidence.map { $0[3] }), Set(sources.map(\.sopUID)))
             XCTAssertEqual(sr.evidence.count, 5)

@@ -54,25 +54,24 @@ public struct DicomResultDevice: Sendable {
     public var checkpointSHA256: String
     public var parameters: String
     public var finding: DicomCode
-    public var threshold: Double
     /// Root of the UIDs written (digits and dots, at most 24 characters); nil: DCMTK's.
     public var uidRoot: String?
     public var manufacturer = "disttrain"
     public var softwareVersions = "disttrain (checkpoint format \(shortNumber(Checkpoint.formatVersion)))"
     public var srSeriesNumber = 9901, scSeriesNumber = 9902
 
-    /// The device of a run folder's checkpoint as predict uses it.
-    public init(config: TrainConfig, checkpoint: String, tta: TestTimeAugmentation, uidRoot: String?) throws {
+    /// The device of a run folder's checkpoint as predict uses it (`window`: the --window argument
+    /// the slices were windowed with, when not the run's).
+    public init(config: TrainConfig, checkpoint: String, tta: TestTimeAugmentation, window: String? = nil, uidRoot: String?) throws {
         let positive = config.classNames.last ?? "1"
         let arch = config.arch.rawValue
         algorithmName = "disttrain \(arch) \(positive) classifier"
         modelName = "\(arch) width \(config.width), \(config.imageSize) px"
         checkpointSHA256 = try DicomResults.sha256(file: checkpoint)
         finding = DicomCode.finding(forClass: positive)
-        threshold = Classifier.threshold
         self.uidRoot = uidRoot
         parameters = "checkpoint \((checkpoint as NSString).lastPathComponent) sha256:\(checkpointSHA256); positive class '\(positive)'; "
-            + "decision p > \(threshold); series p = mean of its slices' p; window \(config.window ?? "none"); tta \(tta.rawValue); "
+            + "decision p > \(Classifier.threshold); series p = mean of its slices' p; window \(window ?? config.window ?? "none"); tta \(tta.rawValue); "
             + "input \(config.imageSize) px"
     }
 
@@ -135,7 +134,7 @@ public enum DicomResults {
         info.finding_scheme = keep.add(device.finding.scheme)
         info.finding_meaning = keep.add(device.finding.meaning)
         info.probability = p
-        info.positive = p > device.threshold ? 1 : 0
+        info.positive = Classifier.decide(score: p) == 1 ? 1 : 0  // the one decision rule (series.csv's)
         info.sr_series_number = Int32(device.srSeriesNumber)
         info.sc_series_number = Int32(device.scSeriesNumber)
         info.sr_series_description = keep.add(lo("\(device.finding.meaning) probability (disttrain)"))
