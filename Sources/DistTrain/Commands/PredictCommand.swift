@@ -57,6 +57,10 @@ struct Predict: ParsableCommand {
         let configPath = runDir + "/config.json", checkpoint = "\(runDir)/ckpt/\(explain.checkpoint)"
         let cfg = try TrainConfig.load(configPath)
         guard !cfg.mean.isEmpty else { throw RuntimeError("'\(configPath)' has no input normalisation (mean, std)") }
+        // --dicom-out names the checkpoint by its SHA-256: hashed before it is loaded, and checked again before the results are written.
+        let device = try dicomOut.map { _ in
+            try DicomResultDevice(config: cfg, checkpoint: checkpoint, tta: tta, window: window?.argument, uidRoot: uidRoot)
+        }
         // In the run's precision (a bf16 run's probabilities and CAMs are eval's), the checkpoint checked before it is built.
         let classifier = try Classifier.load(checkpoint, config: cfg, configPath: configPath, settings: threading.settings, tta: tta,
                                              batchSize: batchSize)
@@ -120,9 +124,11 @@ struct Predict: ParsableCommand {
             try f.writeStrings("filenames", inputs.map(\.name))
         }
         print("wrote \(out)/predictions.csv\(perSeries.isEmpty ? "" : ", series.csv"), cams.h5 and \(inputs.count * kinds.count) overlays")
-        if let d = dicomOut {
+        if let d = dicomOut, let device {
+            guard try DicomResults.sha256(file: checkpoint) == device.checkpointSHA256 else {
+                throw RuntimeError("'\(checkpoint)' changed while predict read it (is the run still training?): no DICOM results written; run again")
+            }
             // The same per-slice probabilities as predictions.csv, so each SR's series value is series.csv's mean.
-            let device = try DicomResultDevice(config: cfg, checkpoint: checkpoint, tta: tta, window: window?.argument, uidRoot: uidRoot)
             var files = 0
             for (n, members) in dicomSeries.enumerated() {
                 let result = DicomSeriesResult(slices: members.compactMap { i in
