@@ -3,7 +3,8 @@
 with pydicom and highdicom (not used by the tests or CI; run by hand with the
 venv that has them, e.g. /work/venv29/bin/python tools/check_dicom_results.py PRED DICOM).
 
-For every DICOM/series-N/sr.dcm: highdicom reads it (highdicom.sr.srread);
+For every DICOM/series-N/sr.dcm: highdicom reads it (highdicom.sr.srread, and
+its content as TID 1500 through highdicom.sr.MeasurementReport);
 it must be a Comprehensive SR in the study of its source instances, in a new
 series; its series-level Probability NUM (DCM 122157, the one without an image)
 must equal series.csv's mean for that series and the mean of predictions.csv's
@@ -109,6 +110,17 @@ def main():
         present = decision and decision[0].ConceptCodeSequence[0].CodeValue == "52101004"
         if not decision or present != (mean > 0.5):
             fail(f"{folder}: decision {decision[:1]} for mean {mean}")
+        # The same through highdicom's TID 1500 reader: the report, its measurement groups, their Probability.
+        report = hd.sr.MeasurementReport.from_sequence([sr])
+        groups = report.get_image_measurement_groups()
+        probability = hd.sr.CodedConcept("122157", "DCM", "Probability")
+        tid = [(g.tracking_identifier, m.value, [r.referenced_sop_instance_uid for r in m.referenced_images])
+               for g in groups for m in g.get_measurements(name=probability)]
+        if len(tid) != len(slices) + 1 or abs(float(tid[0][1]) - mean) > 1e-4 or tid[0][2]:
+            fail(f"{folder}: TID 1500 series group {tid[:1]}")
+        for (ident, v, refs), (file, p, ds) in zip(tid[1:], slices):
+            if abs(float(v) - p) > 1e-4 or refs != [ds.SOPInstanceUID]:
+                fail(f"{folder}: TID 1500 group '{ident}': {v} -> {refs}, want {p} -> {ds.SOPInstanceUID}")
         scs = sorted(f for f in os.listdir(path) if f.startswith("sc-"))
         sc_series = set()
         for k, name in enumerate(scs):
@@ -127,7 +139,8 @@ def main():
                     fail(f"{folder}/{name}: pixels differ from {stem + a.png_suffix}")
         if len(sc_series) > 1:
             fail(f"{folder}: Secondary Capture images in {len(sc_series)} series")
-        print(f"{folder}: SR (highdicom {type(sr).__name__}) in study {study}: p = {series_nums[0]:.6f} "
+        print(f"{folder}: SR (highdicom {type(sr).__name__}, TID 1500 with {len(groups)} measurement groups) in study {study}: "
+              f"p = {series_nums[0]:.6f} "
               f"(series.csv {series_csv[src_uid]:.6f}, mean of {len(slices)} slices {mean:.6f}), "
               f"{len(slice_nums)} slice values with their images, evidence {len(evidence)}/{len(want_sops)} instances, "
               f"{'present' if present else 'absent'}; {len(scs)} Secondary Capture images"

@@ -2,15 +2,18 @@
 // series' probabilities (dcmsr's DSRDocument) and its Secondary Capture
 // overlays (dcmdata), both placed in the source study, new series each.
 //
-// The SR's content tree is shaped like DICOM's TID 1500 "Measurement Report"
-// (PS3.16) without declaring the template (not every row TID 1500 requires
-// is filled, e.g. Procedure Reported):
+// The SR's content tree is DICOM's TID 1500 "Measurement Report" (PS3.16),
+// declared in ContentTemplateSequence (1500, DCMR):
 //
 //   CONTAINER (126000, DCM, "Imaging Measurement Report")
 //     HAS CONCEPT MOD  CODE   (121049, DCM, "Language of Content Item and Descendants") = (eng, RFC5646, "English")
 //     HAS OBS CONTEXT  CODE   (121005, DCM, "Observer Type") = (121007, DCM, "Device")
 //     HAS OBS CONTEXT  UIDREF (121012, DCM, "Device Observer UID")            (TID 1004)
 //     HAS OBS CONTEXT  TEXT   (121013 / 121014 / 121015) name, manufacturer, model
+//     HAS CONCEPT MOD  CODE   (121058, DCM, "Procedure reported") = (25045-6, LN, "CT unspecified body region") (CID 100)
+//     CONTAINS CONTAINER (111028, DCM, "Image Library")                        (TID 1600)
+//       CONTAINS CONTAINER (126200, DCM, "Image Library Group")
+//         CONTAINS IMAGE  each source instance
 //     CONTAINS CONTAINER (126010, DCM, "Imaging Measurements")
 //       CONTAINS CONTAINER (125007, DCM, "Measurement Group")                 the series (TID 1501)
 //         HAS OBS CONTEXT TEXT   (112039, DCM, "Tracking Identifier") = "series"
@@ -273,6 +276,28 @@ extern "C" int dt_write_sr(const char *path, const dt_result_info *info, const d
         t.text(text(info->manufacturer));
         t.next(R::RT_hasObsContext, R::VT_Text, CODE_DCM_DeviceObserverModelName);
         t.text(text(info->model_name));
+        // Procedure reported, from CID 100 (extensible): a CT, else an imaging procedure.
+        t.next(R::RT_hasConceptMod, R::VT_Code, CODE_DCM_ProcedureReported);
+        t.code(get(first, DCM_Modality) == "CT" ? DSRCodedEntryValue("25045-6", "LN", "CT unspecified body region")
+                                                : DSRCodedEntryValue("363679005", "SCT", "Imaging procedure"));
+        // Image Library (TID 1600): every source instance once.
+        t.next(R::RT_contains, R::VT_Container, CODE_DCM_ImageLibrary);
+        t.child(R::RT_contains, R::VT_Container, CODE_DCM_ImageLibraryGroup);
+        {
+            std::set<std::string> seen;
+            bool firstImage = true;
+            for (Source *s : src) {
+                if (!seen.insert(s->sopInstance).second) continue;
+                if (t.t.addContentItem(R::RT_contains, R::VT_Image, firstImage ? R::AM_belowCurrent : R::AM_afterCurrent) == 0)
+                    refuse("cannot add an image to the image library");
+                firstImage = false;
+                check(t.item().setImageReference(DSRImageReferenceValue(s->sopClass.c_str(), s->sopInstance.c_str())),
+                      "'" + s->path + "': cannot refer to its instance (SOPClassUID '" + s->sopClass + "', SOPInstanceUID '" +
+                          s->sopInstance + "': not valid UIDs?)");
+            }
+            t.up();
+        }
+        t.up();
         t.next(R::RT_contains, R::VT_Container, CODE_DCM_ImagingMeasurements);
 
         // The series.
@@ -325,6 +350,8 @@ extern "C" int dt_write_sr(const char *path, const dt_result_info *info, const d
                                                                          s->sopInstance.c_str()),
                       "'" + s->path + "': cannot list it as evidence (StudyInstanceUID '" + s->study + "', SeriesInstanceUID '" + s->series +
                           "', SOPInstanceUID '" + s->sopInstance + "': not valid UIDs?)");
+        t.t.gotoRoot();
+        check(t.t.setTemplateIdentification("1500", "DCMR"), "cannot set the template identification");
         // A private or local coding scheme (a class other than COVID-19) is identified, as PS3.3 C.12.1.1.2 asks.
         const std::string scheme = text(info->finding_scheme);
         if (scheme.rfind("99", 0) == 0 || scheme == "L") {

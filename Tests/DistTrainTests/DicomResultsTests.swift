@@ -115,6 +115,12 @@ final class DicomResultsTests: XCTestCase {
             XCTAssertTrue(sr.items.contains { $0.concept == "121071" && $0.values == ["840539006"] }, "the finding is COVID-19")
             let parameters = sr.items.first { $0.concept == "111002" }?.values.first ?? ""
             XCTAssertTrue(parameters.contains("decision p > 0.5;") && parameters.contains("window lung;"), parameters)
+            // TID 1500, declared; its image library lists every source instance once (before the measurements).
+            XCTAssertEqual(try DicomResults.value(dir + "/sr.dcm", "ContentTemplateSequence[0].TemplateIdentifier"), "1500")
+            XCTAssertEqual(try DicomResults.value(dir + "/sr.dcm", "ContentTemplateSequence[0].MappingResource"), "DCMR")
+            let library = sr.items.prefix { !($0.kind == "container" && $0.concept == "126010") }.filter { $0.kind == "image" }
+            XCTAssertEqual(library.map { $0.values[1] }, sources.map(\.sopUID))
+            XCTAssertTrue(sr.items.contains { $0.concept == "121058" && $0.values == ["25045-6"] }, "procedure reported: CT")
             // Evidence: every source instance, in its study and series.
             XCTAssertEqual(Set(sr.evidence.map { $0[3] }), Set(sources.map(\.sopUID)))
             XCTAssertEqual(sr.evidence.count, 5)
