@@ -192,7 +192,8 @@ public enum DicomResults {
     }
 
     /// The value of one element of a DICOM file by DCMTK path ("PatientName",
-    /// "SourceImageSequence[0].ReferencedSOPInstanceUID"), values joined by "\".
+    /// "SourceImageSequence[0].ReferencedSOPInstanceUID"), values joined by "\", text as UTF-8
+    /// (from the file's SpecificCharacterSet); at most 4095 bytes (longer values are cut).
     public static func value(_ path: String, _ tagPath: String) throws -> String {
         var out = [CChar](repeating: 0, count: 4096), err = [CChar](repeating: 0, count: 512)
         guard dt_dicom_get(path, tagPath, &out, Int32(out.count), &err, Int32(err.count)) == 0 else {
@@ -264,7 +265,7 @@ public enum DicomResults {
 final class CStrings {
     private var held: [UnsafeMutablePointer<CChar>] = []
     func add(_ s: String) -> UnsafePointer<CChar> {
-        let p = strdup(s)!
+        guard let p = strdup(s) else { fatalError("out of memory copying a string for DCMTK") }
         held.append(p)
         return UnsafePointer(p)
     }
