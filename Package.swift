@@ -37,10 +37,11 @@ let package = Package(
         .systemLibrary(name: "CImage", path: "Sources/CImage", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev", "libjpeg-dev"])]),
         // DICOM (DCMTK, with its JPEG, JPEG-LS and RLE decoders) and NIfTI-1
-        // (niftilib) behind a small extern "C" surface (include/medical.h).
+        // (niftilib) behind a small extern "C" surface (include/medical.h). The DICOM node (storage SCP and
+        // SCU) is dcmnet, behind include/dicom_net.h.
         .target(name: "CMedical", path: "Sources/CMedical",
                 cxxSettings: [.unsafeFlags(["-I/usr/include/nifti"])],
-                linkerSettings: ["dcmjpeg", "dcmjpls", "dcmimgle", "dcmdata", "oflog", "ofstd", "ijg8", "ijg12", "ijg16",
+                linkerSettings: ["dcmnet", "dcmjpeg", "dcmjpls", "dcmimgle", "dcmdata", "oflog", "ofstd", "ijg8", "ijg12", "ijg16",
                                  "dcmtkcharls", "niftiio", "znz", "z"].map { .linkedLibrary($0) }),
         // Kernels chosen at run time by CPUID (bf16 GEMM on AVX512-BF16); the
         // target builds for the same floor as the rest, each kernel names its ISA.
