@@ -37,12 +37,14 @@ let package = Package(
         .systemLibrary(name: "CImage", path: "Sources/CImage", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev", "libjpeg-dev"])]),
         // DICOM (DCMTK, with its JPEG, JPEG-LS and RLE decoders) and NIfTI-1
-        // (niftilib) behind a small extern "C" surface (include/medical.h). The DICOM node (storage SCP and
-        // SCU) is dcmnet, behind include/dicom_net.h.
+        // (niftilib) behind a small extern "C" surface (include/medical.h);
+        // DICOM results (dcmsr's SR documents, Secondary Capture; SHA-256 by
+        // OpenSSL's libcrypto, which libdcmtk-dev depends on) in include/dicom_write.h;
+        // the DICOM node (storage SCP and SCU, dcmnet) in include/dicom_net.h.
         .target(name: "CMedical", path: "Sources/CMedical",
                 cxxSettings: [.unsafeFlags(["-I/usr/include/nifti"])],
-                linkerSettings: ["dcmnet", "dcmjpeg", "dcmjpls", "dcmimgle", "dcmdata", "oflog", "ofstd", "ijg8", "ijg12", "ijg16",
-                                 "dcmtkcharls", "niftiio", "znz", "z"].map { .linkedLibrary($0) }),
+                linkerSettings: ["dcmnet", "dcmsr", "dcmjpeg", "dcmjpls", "dcmimgle", "dcmdata", "oflog", "ofstd", "ijg8", "ijg12", "ijg16",
+                                 "dcmtkcharls", "niftiio", "znz", "z", "crypto"].map { .linkedLibrary($0) }),
         // Kernels chosen at run time by CPUID (bf16 GEMM on AVX512-BF16); the
         // target builds for the same floor as the rest, each kernel names its ISA.
         .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),

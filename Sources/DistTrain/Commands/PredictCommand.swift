@@ -12,7 +12,9 @@ struct Predict: ParsableCommand {
         per method, values in [0, 1], plus filenames) and one overlay PNG per image and method (named by the image, and by \
         its folders where two images share a name). DICOM files, DICOM series \
         folders and NIfTI volumes are read slice by slice in HU and windowed as the run's data set was (or --window); \
-        DIR/series.csv then holds one row per series or volume: slices, mean and max probability.
+        DIR/series.csv then holds one row per series or volume: slices, mean and max probability. \
+        With --dicom-out, each DICOM series also gets a Comprehensive SR document and an RGB Secondary Capture \
+        overlay per slice (the first of --cams), both in the source study (README, Hospital use).
         """)
 
     @Argument(help: "PNG or JPEG images, DICOM files, folders of a DICOM series, or NIfTI volumes (.nii, .nii.gz).")
@@ -27,10 +29,26 @@ struct Predict: ParsableCommand {
     @Option(help: "Images per forward pass (default: the run's evalBatchSize); 1 is one image at a time, as before; any size agrees to 1e-6.")
     var batchSize: Int?
     @OptionGroup var threading: ThreadOptions
+    @Option(help: ArgumentHelp("""
+        For every DICOM series read: DIR/series-N/sr.dcm, a Comprehensive SR in the source study (series probability \
+        = mean of its slices', the decision at p > 0.5 as a SNOMED CT finding, each slice's probability with its image, \
+        the checkpoint's SHA-256, every source instance as evidence) and DIR/series-N/sc-K.dcm, an RGB Secondary \
+        Capture of slice K's CAM overlay (the first of --cams; none with --cams none).
+        """, valueName: "DIR"))
+    var dicomOut: String?
+    @Option(help: "Root of the UIDs --dicom-out writes (digits and dots, at most 24 characters; default: DCMTK's).")
+    var uidRoot: String?
 
     func validate() throws {
         guard !images.isEmpty else { throw ValidationError("give at least one image") }
         if let b = batchSize, !(1...65_536).contains(b) { throw ValidationError("--batch-size must be in 1...65536") }
+        if let r = uidRoot {
+            let parts = r.split(separator: ".", omittingEmptySubsequences: false)
+            guard r.count <= 24, !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy({ ("0"..."9").contains($0) }) && ($0 == "0" || $0.first != "0") }) else {
+                throw ValidationError("--uid-root '\(r)' must be digits and dots without leading zeros, at most 24 characters (e.g. 1.2.826.0.1.3680043.10.543)")
+            }
+            guard dicomOut != nil else { throw ValidationError("--uid-root needs --dicom-out") }
+        }
     }
 
     func run() throws {
@@ -47,6 +65,10 @@ struct Predict: ParsableCommand {
         let inputs = PredictInput.uniqueStems(try PredictInput.expand(images, window: window,
                                                                        runWindow: cfg.window.flatMap(Window.init(argument:)),
                                                                        maxPixels: limits.maxPixels))
+        let dicomSeries = dicomOut == nil ? [] : PredictInput.dicomSeries(inputs)
+        if let d = dicomOut, dicomSeries.isEmpty {
+            throw RuntimeError("--dicom-out '\(d)': none of the inputs is a DICOM file or series; nothing to report in DICOM")
+        }
         // Every probability first: a model that overflows on any input (3e38 weights) is refused before a file is written.
         let probabilities = classifier.probabilities(of: inputs.map(\.image))
         for (input, p) in zip(inputs, probabilities) {
@@ -59,8 +81,9 @@ struct Predict: ParsableCommand {
         let positive = "p_" + (cfg.classNames.last ?? "1").lowercased()
         var csv = CSV.row(["file", positive, "predicted"])
         var maps = [String: [Float]](), perSeries: [(String, [Double])] = []
+        var firstOverlay = [Int: RasterImage]()  // input index -> the first CAM's overlay, for --dicom-out
         func className(_ k: Int) -> String { cfg.classNames.indices.contains(k) ? cfg.classNames[k] : "\(k)" }
-        for (input, p) in zip(inputs, probabilities) {
+        for (index, (input, p)) in zip(inputs, probabilities).enumerated() {
             let pk = p.last ?? 0
             csv += CSV.row([input.name, String(format: "%.6f", pk), className(Classifier.decide(p))])
             if let series = input.series {
@@ -76,8 +99,9 @@ struct Predict: ParsableCommand {
             for kind in kinds {
                 let m = explainer.explain(x, method: kind).maps
                 maps[kind.rawValue, default: []] += m
-                try RasterImage(width: S, height: S, channels: 3, pixels: overlay(gray: gray, cam: m))
-                    .writePNG("\(out)/\(input.stem)-\(kind.rawValue).png")
+                let rgb = RasterImage(width: S, height: S, channels: 3, pixels: overlay(gray: gray, cam: m))
+                try rgb.writePNG("\(out)/\(input.stem)-\(kind.rawValue).png")
+                if dicomOut != nil, kind == kinds[0], input.dicom != nil { firstOverlay[index] = rgb }
             }
         }
         if !perSeries.isEmpty {
@@ -96,6 +120,20 @@ struct Predict: ParsableCommand {
             try f.writeStrings("filenames", inputs.map(\.name))
         }
         print("wrote \(out)/predictions.csv\(perSeries.isEmpty ? "" : ", series.csv"), cams.h5 and \(inputs.count * kinds.count) overlays")
+        if let d = dicomOut {
+            // The same per-slice probabilities as predictions.csv, so each SR's series value is series.csv's mean.
+            let device = try DicomResultDevice(config: cfg, checkpoint: checkpoint, tta: tta, uidRoot: uidRoot)
+            var files = 0
+            for (n, members) in dicomSeries.enumerated() {
+                let result = DicomSeriesResult(slices: members.compactMap { i in
+                    inputs[i].dicom.map { DicomSeriesResult.Slice(path: $0.path, frame: $0.frame, probability: Double(probabilities[i].last ?? 0),
+                                                                  overlay: firstOverlay[i]) }
+                }, overlayMethod: kinds.first?.rawValue)
+                files += try DicomResults.write(result, device: device, into: "\(d)/series-\(n + 1)").count
+            }
+            print("wrote \(d): \(dicomSeries.count) SR document(s) and \(files - dicomSeries.count) Secondary Capture image(s)"
+                  + (kinds.isEmpty ? " (--cams none: no overlays)" : ""))
+        }
     }
 }
 
@@ -105,6 +143,8 @@ struct PredictInput {
     var name: String
     var image: RasterImage
     var series: String?
+    /// The DICOM file (and frame, 0-based, of a multi-frame file) the slice is, for --dicom-out; nil for other images.
+    var dicom: (path: String, frame: Int?)?
 
     /// The overlays' file-name stem: an image's name without extension; a
     /// slice's file (relative to the folder given, "/" as "_") and its frame.
@@ -135,6 +175,17 @@ struct PredictInput {
         return out
     }
 
+    /// The DICOM inputs grouped by series as series.csv groups them (consecutive inputs
+    /// of one series key), as indices into `inputs`.
+    static func dicomSeries(_ inputs: [PredictInput]) -> [[Int]] {
+        var out: [(key: String, members: [Int])] = []
+        for (i, input) in inputs.enumerated() where input.dicom != nil {
+            let key = input.series ?? input.name
+            if out.last?.key == key && out.last?.members.last == i - 1 { out[out.count - 1].members.append(i) } else { out.append((key, [i])) }
+        }
+        return out.map(\.members)
+    }
+
     static func stem(_ file: String, frame: Int?) -> String {
         let base = file.hasSuffix(".nii.gz") ? String(file.dropLast(7)) : (file as NSString).deletingPathExtension
         return base.replacingOccurrences(of: "/", with: "_") + (frame.map { "-\($0)" } ?? "")
@@ -163,6 +214,7 @@ struct PredictInput {
                         let sample = Sample(file: slice.file, label: 0, line: 0, frame: slice.frame)
                         out.append(PredictInput(name: path + "/" + sample.name, image: try source.image(sample),
                                                 series: s.isVolume ? path + "/" + slice.file : s.key[.series],
+                                                dicom: s.isVolume ? nil : (path + "/" + slice.file, slice.frame),
                                                 stem: stem((path as NSString).lastPathComponent + "/" + slice.file, frame: slice.frame)))
                     }
                 }
@@ -170,18 +222,18 @@ struct PredictInput {
                 // One file: every frame or slice, in file order.
                 let dir = (path as NSString).deletingLastPathComponent, file = (path as NSString).lastPathComponent
                 let source = MedicalSource(dir: dir.isEmpty ? "." : dir, window: try chosen(path), maxPixels: maxPixels)
-                let count: Int, series: String
+                let count: Int, series: String, isDICOM: Bool
                 switch try MedicalCache.shared.load(source.dir + "/" + file, maxPixels: maxPixels) {  // the path source.image reads, so one decode
-                case .dicom(let d): count = d.frames; series = d.seriesUID
-                case .nifti(let v): count = v.sliceCount; series = path
+                case .dicom(let d): count = d.frames; series = d.seriesUID; isDICOM = true
+                case .nifti(let v): count = v.sliceCount; series = path; isDICOM = false
                 }
                 for k in 0..<count {
                     let sample = Sample(file: file, label: 0, line: 0, frame: count > 1 || NiftiVolume.isNIfTI(path) ? k : nil)
                     out.append(PredictInput(name: (dir.isEmpty ? "" : dir + "/") + sample.name, image: try source.image(sample), series: series,
-                                            stem: stem(file, frame: sample.frame)))
+                                            dicom: isDICOM ? (path, sample.frame) : nil, stem: stem(file, frame: sample.frame)))
                 }
             } else {
-                out.append(PredictInput(name: path, image: try RasterImage.read(path, maxPixels: maxPixels), series: nil,
+                out.append(PredictInput(name: path, image: try RasterImage.read(path, maxPixels: maxPixels), series: nil, dicom: nil,
                                         stem: stem((path as NSString).lastPathComponent, frame: nil)))
             }
         }

@@ -33,6 +33,7 @@ struct Serve: ParsableCommand {
     @Option(help: "HU window for the series (default: the run's).") var window: String?
     @Option(help: "CAM method of the overlays.") var cams: String = "gradcam"
     @Option(help: "Checkpoint file inside the run's ckpt/ folder.") var checkpoint: String = "best.h5"
+    @Option(help: "Root of the UIDs of the results (as predict --uid-root; default: DCMTK's).") var uidRoot: String?
     @Flag(help: "Name the patient (PatientName) in the series log lines.") var logPatientNames = false
     @OptionGroup var threading: ThreadOptions
 
@@ -49,6 +50,11 @@ struct Serve: ParsableCommand {
         guard maxSeries >= 1 else { throw ValidationError("--max-series must be at least 1") }
         guard (1...3600).contains(timeout) else { throw ValidationError("--timeout must be in 1...3600 seconds") }
         guard !cams.contains(","), cams != "all" else { throw ValidationError("--cams names one method (the overlay series)") }
+        // What predict would refuse, refused before the port opens.
+        var check = ["x", "--run", runDir, "--cams", cams, "--dicom-out", "x"]
+        if let w = window { check += ["--window", w] }
+        if let r = uidRoot { check += ["--uid-root", r] }
+        do { _ = try Predict.parse(check) } catch { throw ValidationError(Predict.message(for: error)) }
     }
 
     var allowList: [String] {
@@ -71,6 +77,7 @@ struct Serve: ParsableCommand {
                                  log: log.line)
         var predictArgs = ["--run", runDir, "--cams", cams, "--checkpoint", checkpoint]
         if let window { predictArgs += ["--window", window] }
+        if let uidRoot { predictArgs += ["--uid-root", uidRoot] }
         if let t = threading.threads { predictArgs += ["--threads", "\(t)"] }
         let results = Serve.predictResults(predictArgs, log: log)
 
