@@ -155,6 +155,23 @@ final class OrthancTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: node.out + "/series-0001"), "a dropped series leaves no files")
     }
 
+    /// A PACS that is away: three tries, then the results stay on disk and the series' line says so;
+    /// --log-patient-names names the patient there.
+    func testUnreachablePACSKeepsTheResults() throws {
+        let fx = try fixture()
+        let closed = freeTCPPort()
+        let node = try ServeProcess.start(run: fx.run, forward: "AWAY@127.0.0.1:\(closed)", idle: 0.5, extra: ["--log-patient-names"])
+        defer { node.stop() }
+        let files = Array(try sourceFiles(fx.dcm + "/P0005").prefix(3))
+        XCTAssertEqual(try runCommand(["storescu", "-aet", "ANY", "-aec", "DISTTRAIN", "127.0.0.1", "\(node.port)"] + files, timeout: 30).status, 0)
+        let t0 = Date()
+        while !node.log().contains(" objects to AWAY@") && Date().timeIntervalSince(t0) < 40 { usleep(100_000) }
+        let log = node.log()
+        XCTAssertTrue(log.contains("series 0001 ") && log.contains(": 3 instances (") && log.contains(" patient 'P0005': 3 slices, mean p "), log)
+        XCTAssertTrue(log.contains("forwarding 4 objects to AWAY@127.0.0.1:\(closed) failed (results kept in \(node.out)/series-0001/results)"), log)
+        XCTAssertEqual(DicomNode.dicomFiles(under: node.out + "/series-0001/results/dicom").count, 4, "the SR and 3 overlays stay")
+    }
+
     // MARK: helpers
 
     /// The SR and SC series of one source series in Orthanc: same study, the SR's probability is
