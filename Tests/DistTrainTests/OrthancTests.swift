@@ -42,17 +42,25 @@ final class OrthancTests: XCTestCase {
         XCTAssertEqual(store(part(1), reqInst: "1.2.3.3", inst: "1.2.3.3"), 0xA700, "a third instance, over --max-instances 2")
         XCTAssertEqual(store(part(1), reqInst: "1.2.3.1", inst: "1.2.3.1"), 0xA700, "a series over a bound refuses everything after")
         XCTAssertTrue(logged.contains { $0.contains("series 0001 1.2.9: refused from here on, series over --max-instances 2") }, "\(logged)")
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/series-0001").sorted(), ["000001.dcm", "000002.dcm"])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/series-0001/instances").sorted(), ["000001.dcm", "000002.dcm"])
         XCTAssertTrue(node.takeIdle(idle: 60).isEmpty, "not idle yet")
         let taken = node.takeIdle(idle: 0)
         XCTAssertEqual(taken.count, 1)
         XCTAssertEqual(taken.first?.refused, "series over --max-instances 2")
         XCTAssertEqual(node.seriesInHand, 0)
-        // A restart numbers after the folders already there.
-        let again = try DicomNode(directory: dir, limits: .init(maxInstances: 9, maxSeriesBytes: 1 << 20, maxInstanceBytes: 1 << 20, maxSeries: 9), log: { _ in })
+        // A restart numbers after the folders already there, and takes up the series left unpredicted (series-0001: no results/).
+        logged = []
+        let again = try DicomNode(directory: dir, limits: .init(maxInstances: 9, maxSeriesBytes: 1 << 20, maxInstanceBytes: 1 << 20, maxSeries: 9),
+                                  log: { logged.append($0) })
+        XCTAssertEqual(logged, ["series 0001 1.2.9: 2 instances left unpredicted by an earlier node; predicting after the idle time"])
+        let recovered = again.takeIdle(idle: 0)
+        XCTAssertEqual(recovered.map(\.number), [1])
+        XCTAssertEqual(recovered.first?.studyUID, "1.2.8")
+        XCTAssertEqual(recovered.first?.bytes, 2, "two 1-byte files")
+        XCTAssertEqual(recovered.first?.refused, "series over --max-instances 2", "a series over a bound stays refused across a restart")
         XCTAssertEqual(again.store(path: part(1), bytes: 1, callingAET: "A", requestClass: ct, requestInstance: "1.5", sopClass: ct,
                                    sopInstance: "1.5", study: "1.6", series: "1.7").status, 0)
-        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/series-0002/000001.dcm"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/series-0002/instances/000001.dcm"))
         XCTAssertEqual(DicomPeer(argument: "ORTHANC@127.0.0.1:4242")?.description, "ORTHANC@127.0.0.1:4242")
         for bad in ["ORTHANC127.0.0.1:4242", "@h:1", "A@:1", "A@h:0", "A@h:70000", "A@h;rm:1", "AAAAAAAAAAAAAAAAA@h:1"] {
             XCTAssertNil(DicomPeer(argument: bad), bad)

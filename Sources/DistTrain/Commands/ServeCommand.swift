@@ -9,7 +9,7 @@ struct Serve: ParsableCommand {
         Accepts associations called --aet from the AE titles in --allow (any when not given; others get A-ASSOCIATE-RJ, \
         calling AE title not recognised), C-ECHO and C-STORE of CT Image Storage (no other SOP class is negotiated; a \
         data set that is not the one the request announces gets status A900, one without valid UIDs C000, one over a bound \
-        A700). Instances are stored as DIR/series-NNNN/NNNNNN.dcm, grouped by SeriesInstanceUID (numbers, never UIDs, \
+        A700). Instances are stored as DIR/series-NNNN/instances/NNNNNN.dcm, grouped by SeriesInstanceUID (numbers, never UIDs, \
         name the files). A series that received nothing for --idle seconds is predicted as `predict SERIES --run RUN \
         --dicom-out` does (Comprehensive SR and Secondary Capture overlays in the source study, in \
         DIR/series-NNNN/results/), and every DICOM object made is sent to --forward. A series over --max-instances or \
@@ -136,7 +136,7 @@ struct Serve: ParsableCommand {
         }
         let out = s.directory + "/results"
         let files: [String]
-        do { files = try results(s.directory, out) } catch {
+        do { files = try results(s.instances, out) } catch {
             log.line("\(what): prediction failed: \(error)")
             return
         }

@@ -29,8 +29,8 @@ struct DicomPeer: CustomStringConvertible {
 }
 
 /// The storage node: instances received by dcmnet (dicom_net.cpp) are grouped
-/// by SeriesInstanceUID into numbered folders (series-0001/000001.dcm: no file
-/// name comes from a UID), within bounds; the serve loop takes the series that
+/// by SeriesInstanceUID into numbered folders (series-0001/instances/000001.dcm:
+/// no file name comes from a UID), within bounds; the serve loop takes the series that
 /// have been idle long enough.
 final class DicomNode {
     struct Limits {
@@ -45,10 +45,12 @@ final class DicomNode {
         var number: Int
         var uid: String
         var studyUID: String
-        var directory: String
+        var directory: String               // series-NNNN: instances/ (as received) and results/
         var callingAET: String
         var patientName: String
-        var files: [String: String] = [:]  // SOPInstanceUID -> file in directory
+        var files: [String: String] = [:]  // SOPInstanceUID -> file in instances/
+
+        var instances: String { directory + "/instances" }
         var bytes: Int64 = 0
         var last = Date()
         var refused: String?                // why it went over a bound: then it is dropped, not predicted
@@ -87,7 +89,26 @@ final class DicomNode {
             n.hasPrefix("series-") ? Int(n.dropFirst(7)) : nil
         }
         nextNumber = (taken.max() ?? 0) + 1
+        // A series an earlier node received and never finished (it was killed): in hand again, predicted after the idle time.
+        for number in taken.sorted() {
+            let dir = directory + String(format: "/series-%04d", number)
+            guard !fm.fileExists(atPath: dir + "/results"),
+                  let data = fm.contents(atPath: dir + "/series.json"),
+                  let info = try? JSONDecoder().decode(SeriesInfo.self, from: data), DicomNode.isUID(info.uid), inHand[info.uid] == nil else { continue }
+            var s = Series(number: number, uid: info.uid, studyUID: info.study, directory: dir, callingAET: info.callingAET, patientName: "")
+            for f in (try? fm.contentsOfDirectory(atPath: s.instances)) ?? [] where f.hasSuffix(".dcm") {
+                s.files["file:" + f] = f
+                s.bytes += (try? fm.attributesOfItem(atPath: s.instances + "/" + f)[.size] as? Int64) ?? 0
+            }
+            guard !s.files.isEmpty else { continue }
+            if let why = fm.contents(atPath: dir + "/refused.txt") { s.refused = String(decoding: why, as: UTF8.self) }  // dropped, as it would have been
+            inHand[info.uid] = s
+            log("\(s.name) \(info.uid): \(s.files.count) instances left unpredicted by an earlier node; predicting after the idle time")
+        }
     }
+
+    /// series-NNNN/series.json: what a restarted node needs to finish the series.
+    struct SeriesInfo: Codable { var uid: String; var study: String; var callingAET: String }
 
     /// A DICOM UID: 1 to 64 characters, digits in dot-separated components, no leading zero (PS3.5 9.1).
     static func isUID(_ s: String) -> Bool {
@@ -120,8 +141,11 @@ final class DicomNode {
                 let number = nextNumber
                 nextNumber += 1
                 let dir = directory + String(format: "/series-%04d", number)
-                do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+                do { try FileManager.default.createDirectory(atPath: dir + "/instances", withIntermediateDirectories: true) } catch {
                     return (0xA700, "cannot create a series folder")
+                }
+                if let info = try? JSONEncoder().encode(SeriesInfo(uid: series, study: study, callingAET: callingAET)) {
+                    try? durableWrite(dir + "/series.json", data: info)
                 }
                 inHand[series] = Series(number: number, uid: series, studyUID: study, directory: dir, callingAET: callingAET, patientName: patientName)
             }
@@ -136,12 +160,13 @@ final class DicomNode {
                 s.refused = "series over --max-series-bytes \(limits.maxSeriesBytes)"
             }
             if let why = s.refused {
+                try? durableWrite(s.directory + "/refused.txt", data: Data(why.utf8))
                 log("\(s.name) \(series): refused from here on, \(why); the series will not be predicted")
                 return (0xA700, why)
             }
             // The same SOP instance again replaces its file: a resent slice is not a second slice.
             let file = s.files[sopInstance] ?? String(format: "%06d.dcm", s.files.count + 1)
-            let target = s.directory + "/" + file
+            let target = s.instances + "/" + file
             if replacing { s.bytes -= (try? FileManager.default.attributesOfItem(atPath: target)[.size] as? Int64) ?? 0 }
             try? FileManager.default.removeItem(atPath: target)
             guard rename(path, target) == 0 else { return (0xA700, "cannot store the instance") }
