@@ -312,7 +312,8 @@ extern "C" int dt_write_sr(const char *path, const dt_result_info *info, const d
             t.child(R::RT_inferredFrom, R::VT_Image, CODE_DCM_SourceOfMeasurement);
             DSRImageReferenceValue ref(src[i]->sopClass.c_str(), src[i]->sopInstance.c_str());
             if (slices[i].frame > 0 && multiFrameClass(src[i]->sopClass)) ref.getFrameList().addItem(slices[i].frame);
-            check(t.item().setImageReference(ref), "'" + src[i]->path + "': cannot refer to its instance");
+            check(t.item().setImageReference(ref), "'" + src[i]->path + "': cannot refer to its instance (SOPClassUID '" + src[i]->sopClass +
+                                                       "', SOPInstanceUID '" + src[i]->sopInstance + "': not valid UIDs?)");
             t.up();
             t.up();
         }
@@ -322,7 +323,14 @@ extern "C" int dt_write_sr(const char *path, const dt_result_info *info, const d
             if (listed.insert(s->sopInstance).second)
                 check(doc.getCurrentRequestedProcedureEvidence().addItem(s->study.c_str(), s->series.c_str(), s->sopClass.c_str(),
                                                                          s->sopInstance.c_str()),
-                      "'" + s->path + "': cannot list it as evidence");
+                      "'" + s->path + "': cannot list it as evidence (StudyInstanceUID '" + s->study + "', SeriesInstanceUID '" + s->series +
+                          "', SOPInstanceUID '" + s->sopInstance + "': not valid UIDs?)");
+        // A private or local coding scheme (a class other than COVID-19) is identified, as PS3.3 C.12.1.1.2 asks.
+        const std::string scheme = text(info->finding_scheme);
+        if (scheme.rfind("99", 0) == 0 || scheme == "L") {
+            check(doc.getCodingSchemeIdentification().addItem(scheme.c_str()), "cannot identify coding scheme " + scheme);
+            check(doc.getCodingSchemeIdentification().setCodingSchemeName("disttrain class names"), "cannot name coding scheme " + scheme);
+        }
         check(doc.completeDocument(), "cannot complete the document");
 
         DcmFileFormat ff;
@@ -362,7 +370,11 @@ extern "C" int dt_write_sc(const char *path, const dt_result_info *info, const d
         put(DCM_SeriesInstanceUID, series_uid);
         put(DCM_SeriesNumber, std::to_string(info->sc_series_number));
         put(DCM_SeriesDescription, text(info->sc_series_description));
-        put(DCM_Laterality, get(from, DCM_Laterality));  // Type 2C; empty unless the source says (a chest is not paired)
+        // Laterality is Type 2C (required for a paired body part): with the source's BodyPartExamined
+        // (CHEST: unpaired) it is left out unless the source has one; without, it is written empty (unknown).
+        const std::string part = get(from, DCM_BodyPartExamined), side = get(from, DCM_Laterality);
+        if (!part.empty()) put(DCM_BodyPartExamined, part);
+        if (part.empty() || !side.empty()) put(DCM_Laterality, side);
         put(DCM_Manufacturer, text(info->manufacturer));
         put(DCM_ManufacturerModelName, text(info->model_name));
         put(DCM_SoftwareVersions, text(info->software_versions));

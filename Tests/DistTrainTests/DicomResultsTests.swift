@@ -14,10 +14,10 @@ final class DicomResultsTests: XCTestCase {
 
     /// config.json and an untrained ResNet-18 of width 4 at 32 px (window lung): predict needs no
     /// training. Kaiming-initialised, its head seeded uniform in [-1, 1], so slices get different probabilities.
-    func untrainedRun() throws -> String {
+    func untrainedRun(classes: [String] = ["NORMAL", "COVID"]) throws -> String {
         let run = makeTempDir("dicom-results-run")
         var c = TrainConfig()
-        c.run = run; c.imageSize = 32; c.width = 4; c.inChannels = 1; c.numClasses = 2; c.classNames = ["NORMAL", "COVID"]
+        c.run = run; c.imageSize = 32; c.width = 4; c.inChannels = 1; c.numClasses = 2; c.classNames = classes
         c.mean = [0.5]; c.std = [0.25]; c.window = "lung"
         try FileManager.default.createDirectory(atPath: run + "/ckpt", withIntermediateDirectories: true)
         let n = ResNet(c.netConfig)
@@ -42,8 +42,9 @@ final class DicomResultsTests: XCTestCase {
         ["/usr/bin/", "/usr/local/bin/"].map { $0 + name }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    /// dsrdump reads the SR (exit 0); dciodvfy finds no error in any file (its warnings are printed, not failed).
-    func assertToolsAccept(sr: String, images: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+    /// dsrdump reads the SR (exit 0); dciodvfy finds no error in any file (its warnings are printed, not
+    /// failed, unless `clean`: a source with complete modules must give objects without any warning).
+    func assertToolsAccept(sr: String, images: [String], clean: Bool = false, file: StaticString = #filePath, line: UInt = #line) throws {
         if let dsrdump = tool("dsrdump") {
             let r = try runCommand([dsrdump, "+U8", sr])  // UTF-8 out, whatever the document's character set
             XCTAssertEqual(r.status, 0, "dsrdump: \(r.output)", file: file, line: line)
@@ -60,6 +61,7 @@ final class DicomResultsTests: XCTestCase {
             let errors = r.output.split(separator: "\n").filter { $0.contains("Error") }
             XCTAssertEqual(errors, [], "dciodvfy \(f):\n\(r.output)", file: file, line: line)
             let warnings = r.output.split(separator: "\n").filter { $0.contains("Warning") }
+            if clean { XCTAssertEqual(warnings, [], "dciodvfy \(f):\n\(r.output)", file: file, line: line) }
             if !warnings.isEmpty { print("dciodvfy \((f as NSString).lastPathComponent): \(warnings.count) warning(s): \(warnings.prefix(6))") }
         }
     }
@@ -111,6 +113,8 @@ final class DicomResultsTests: XCTestCase {
             XCTAssertEqual(decision?.values, [mean > 0.5 ? "52101004" : "272519000"], "\(sr.items)")
             XCTAssertEqual(sr.items.first { $0.concept == "111003" }?.values, ["sha256:" + sha], "the checkpoint's fingerprint")
             XCTAssertTrue(sr.items.contains { $0.concept == "121071" && $0.values == ["840539006"] }, "the finding is COVID-19")
+            let parameters = sr.items.first { $0.concept == "111002" }?.values.first ?? ""
+            XCTAssertTrue(parameters.contains("decision p > 0.5;") && parameters.contains("window lung;"), parameters)
             // Evidence: every source instance, in its study and series.
             XCTAssertEqual(Set(sr.evidence.map { $0[3] }), Set(sources.map(\.sopUID)))
             XCTAssertEqual(sr.evidence.count, 5)
@@ -166,6 +170,8 @@ final class DicomResultsTests: XCTestCase {
         }
         XCTAssertEqual(try DicomResults.value(sr1, "PatientName"), "M\u{FC}ller^J\u{FC}rgen", "Latin-1 bytes with their ISO_IR 100")
         XCTAssertEqual(try DicomResults.value(sc1, "PatientOrientation"), "L\\P")
+        XCTAssertEqual(try DicomResults.value(sc1, "BodyPartExamined"), "CHEST")
+        XCTAssertThrowsError(try DicomResults.value(sc1, "Laterality"), "an unpaired body part has no Laterality")
         for (k, file, frames) in [(2, ctFrames, ["0", "0", "0"]), (3, scFrames, ["1", "2", "3"])] {
             let dir = "\(root)/dicom/series-\(k)"
             let sr = try DicomResults.readSR(dir + "/sr.dcm")
@@ -178,7 +184,7 @@ final class DicomResultsTests: XCTestCase {
             if frames[2] == "3" { XCTAssertEqual(try third(), "3") } else { XCTAssertThrowsError(try third()) }
             XCTAssertEqual(try DicomResults.value(dir + "/sc-0003.dcm", "SourceImageSequence[0].ReferencedSOPInstanceUID"), uid)
         }
-        try assertToolsAccept(sr: sr1, images: [sc1])
+        try assertToolsAccept(sr: sr1, images: [sc1], clean: true)
         try assertToolsAccept(sr: root + "/dicom/series-3/sr.dcm", images: [root + "/dicom/series-3/sc-0002.dcm"])
 
         // --cams none: the SR alone. Bad roots and inputs without DICOM are refused, named.
@@ -195,6 +201,47 @@ final class DicomResultsTests: XCTestCase {
         let r = try runCommand([disttrainBinary, "predict", png, "--run", run, "--out", root + "/p4", "--dicom-out", root + "/d4"])
         XCTAssertEqual(r.status, 1, r.output)
         XCTAssertTrue(r.output.contains("--dicom-out '\(root)/d4': none of the inputs is a DICOM file or series"), r.output)
+    }
+
+    /// A positive class that is not COVID-19, with a long odd name: a local code, and every value
+    /// within its VR (LO at most 64 characters, no backslash), so the objects stay valid.
+    func testAnotherPositiveClassGetsALocalCodeAndValidValues() throws {
+        let root = makeTempDir("dicom-results-class")
+        let name = "Ground-glass opacity \\ \u{FC}ber-long class name that runs well past sixty-four characters"
+        let run = try untrainedRun(classes: ["clear", name])
+        let rich = fixtures + "dicom_results/rich.dcm"
+        let p = try runCommand([disttrainBinary, "predict", rich, "--run", run, "--out", root + "/pred", "--cams", "gradcam", "--dicom-out", root + "/dicom"])
+        XCTAssertEqual(p.status, 0, p.output)
+        let sr = root + "/dicom/series-1/sr.dcm", sc = root + "/dicom/series-1/sc-0001.dcm"
+        let content = try DicomResults.readSR(sr)
+        XCTAssertTrue(content.items.contains { $0.concept == "121071" && $0.values == ["GROUNDGLASSOPACI"] }, "\(content.items)")
+        XCTAssertFalse(content.items.contains { $0.concept == "840539006" })
+        XCTAssertEqual(try DicomResults.value(sr, "CodingSchemeIdentificationSequence[0].CodingSchemeDesignator"), "99DISTTRAIN")
+        for f in [sr, sc] {
+            let d = try DicomResults.value(f, "SeriesDescription")
+            XCTAssertLessThanOrEqual(d.count, 64, d)
+            XCTAssertTrue(d.hasPrefix("Ground-glass opacity  ber-long"), d)
+        }
+        try assertToolsAccept(sr: sr, images: [sc])
+    }
+
+    /// A source whose SOPInstanceUID is not a UID cannot be referred to: one line naming the file and the value.
+    func testASourceThatCannotBeReferredToIsNamed() throws {
+        let root = makeTempDir("dicom-results-bad")
+        let run = try untrainedRun()
+        try FileManager.default.createDirectory(atPath: root + "/s", withIntermediateDirectories: true)
+        for (k, sop) in ["1.2.826.0.1.3680043.10.543.29.9.1", "1.2.x.4"].enumerated() {
+            try DicomFile.writeCT("\(root)/s/\(k).dcm", hu: [Float](repeating: -500, count: 64), size: 8, patientID: "BAD-1",
+                                  studyUID: "1.2.826.0.1.3680043.10.543.29.7", seriesUID: "1.2.826.0.1.3680043.10.543.29.8", sopUID: sop,
+                                  instance: k + 1, z: Double(k), spacing: 1, window: WindowLevel(width: 1500, level: -600))
+        }
+        let r = try runCommand([disttrainBinary, "predict", root + "/s", "--run", run, "--out", root + "/pred", "--cams", "none",
+                                "--dicom-out", root + "/dicom"])
+        XCTAssertEqual(r.status, 1, r.output)
+        XCTAssertTrue(r.output.contains("'\(root)/s/1.dcm': cannot refer to its instance") && r.output.contains("SOPInstanceUID '1.2.x.4'"), r.output)
+        XCTAssertEqual(r.output.split(separator: "\n").filter { $0.hasPrefix("Error") }.count, 1, r.output)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/dicom/series-1/sr.dcm"), "no half result")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/dicom/series-1/sr.dcm.tmp"))
     }
 
     func testDeviceUIDAndFindingCodes() throws {

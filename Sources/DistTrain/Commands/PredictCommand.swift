@@ -122,7 +122,7 @@ struct Predict: ParsableCommand {
         print("wrote \(out)/predictions.csv\(perSeries.isEmpty ? "" : ", series.csv"), cams.h5 and \(inputs.count * kinds.count) overlays")
         if let d = dicomOut {
             // The same per-slice probabilities as predictions.csv, so each SR's series value is series.csv's mean.
-            let device = try DicomResultDevice(config: cfg, checkpoint: checkpoint, tta: tta, uidRoot: uidRoot)
+            let device = try DicomResultDevice(config: cfg, checkpoint: checkpoint, tta: tta, window: window?.argument, uidRoot: uidRoot)
             var files = 0
             for (n, members) in dicomSeries.enumerated() {
                 let result = DicomSeriesResult(slices: members.compactMap { i in

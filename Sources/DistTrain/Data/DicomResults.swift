@@ -54,25 +54,24 @@ public struct DicomResultDevice: Sendable {
     public var checkpointSHA256: String
     public var parameters: String
     public var finding: DicomCode
-    public var threshold: Double
     /// Root of the UIDs written (digits and dots, at most 24 characters); nil: DCMTK's.
     public var uidRoot: String?
     public var manufacturer = "disttrain"
     public var softwareVersions = "disttrain (checkpoint format \(shortNumber(Checkpoint.formatVersion)))"
     public var srSeriesNumber = 9901, scSeriesNumber = 9902
 
-    /// The device of a run folder's checkpoint as predict uses it.
-    public init(config: TrainConfig, checkpoint: String, tta: TestTimeAugmentation, uidRoot: String?) throws {
+    /// The device of a run folder's checkpoint as predict uses it (`window`: the --window argument
+    /// the slices were windowed with, when not the run's).
+    public init(config: TrainConfig, checkpoint: String, tta: TestTimeAugmentation, window: String? = nil, uidRoot: String?) throws {
         let positive = config.classNames.last ?? "1"
         let arch = config.arch.rawValue
         algorithmName = "disttrain \(arch) \(positive) classifier"
         modelName = "\(arch) width \(config.width), \(config.imageSize) px"
         checkpointSHA256 = try DicomResults.sha256(file: checkpoint)
         finding = DicomCode.finding(forClass: positive)
-        threshold = Classifier.threshold
         self.uidRoot = uidRoot
         parameters = "checkpoint \((checkpoint as NSString).lastPathComponent) sha256:\(checkpointSHA256); positive class '\(positive)'; "
-            + "decision p > \(threshold); series p = mean of its slices' p; window \(config.window ?? "none"); tta \(tta.rawValue); "
+            + "decision p > \(Classifier.threshold); series p = mean of its slices' p; window \(window ?? config.window ?? "none"); tta \(tta.rawValue); "
             + "input \(config.imageSize) px"
     }
 
@@ -124,24 +123,25 @@ public enum DicomResults {
         let method = series.overlayMethod ?? "CAM"
         var info = dt_result_info()
         info.uid_root = device.uidRoot.map(keep.add)
-        info.manufacturer = keep.add(device.manufacturer)
-        info.model_name = keep.add(device.modelName)
-        info.software_versions = keep.add(device.softwareVersions)
+        info.manufacturer = keep.add(lo(device.manufacturer))
+        info.model_name = keep.add(lo(device.modelName))
+        info.software_versions = keep.add(lo(device.softwareVersions))
         info.device_uid = keep.add(device.deviceUID)
-        info.algorithm_name = keep.add(device.algorithmName)
+        info.algorithm_name = keep.add(text(device.algorithmName))
         info.algorithm_version = keep.add("sha256:" + device.checkpointSHA256)
-        info.algorithm_parameters = keep.add(device.parameters)
+        info.algorithm_parameters = keep.add(text(device.parameters))
         info.finding_value = keep.add(device.finding.value)
         info.finding_scheme = keep.add(device.finding.scheme)
         info.finding_meaning = keep.add(device.finding.meaning)
         info.probability = p
-        info.positive = p > device.threshold ? 1 : 0
+        info.positive = Classifier.decide(score: p) == 1 ? 1 : 0  // the one decision rule (series.csv's)
         info.sr_series_number = Int32(device.srSeriesNumber)
         info.sc_series_number = Int32(device.scSeriesNumber)
-        info.sr_series_description = keep.add("\(device.finding.meaning) probability (disttrain)")
-        info.sc_series_description = keep.add("\(device.finding.meaning) \(method) overlay (disttrain)")
-        info.derivation_description = keep.add("\(method) class activation map (jet, alpha 0.45) over the windowed slice, "
-                                                + "\(device.modelName); not for primary diagnosis")
+        info.sr_series_description = keep.add(lo("\(device.finding.meaning) probability (disttrain)"))
+        info.sc_series_description = keep.add(lo("\(device.finding.meaning) \(method) overlay (disttrain)"))
+        // ST: at most 1024 characters.
+        info.derivation_description = keep.add(String(text("\(method) class activation map (jet, alpha 0.45) over the windowed slice, "
+                                                           + "\(device.modelName); not for primary diagnosis").prefix(1024)))
         let slices = series.slices.map { s in
             dt_result_slice(path: keep.add(s.path), frame: Int32((s.frame ?? -1) + 1), probability: s.probability)
         }
@@ -175,6 +175,14 @@ public enum DicomResults {
         }
         return written
     }
+
+    /// Text for a DICOM value: printable ASCII, no backslash (the value separator).
+    static func text(_ s: String) -> String {
+        String(s.unicodeScalars.filter { $0.value >= 0x20 && $0.value < 0x7F && $0 != "\\" }.map(Character.init))
+    }
+
+    /// A Long String (LO) value: `text`, at most 64 characters.
+    static func lo(_ s: String) -> String { String(text(s).prefix(64)) }
 
     /// SHA-256 of a file, 64 lowercase hex digits.
     public static func sha256(file path: String) throws -> String {

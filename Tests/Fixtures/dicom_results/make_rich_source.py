@@ -27,6 +27,7 @@ ds.AccessionNumber = "ACC-29-7"
 ds.ReferringPhysicianName = "Curie^Marie"
 ds.StudyID = "S29"
 ds.StudyDescription = "CT chest"
+ds.BodyPartExamined = "CHEST"
 ds.Modality = "CT"
 ds.InstanceNumber = 1
 ds.ImagePositionPatient = [0, 0, 0]
