@@ -40,11 +40,12 @@ let package = Package(
         // OpenJPEG, libopenjp2-7-dev) and NIfTI-1 (niftilib) behind a small extern "C"
         // surface (include/medical.h, include/j2k.h); DICOM results (dcmsr's SR
         // documents, Secondary Capture; SHA-256 by OpenSSL's libcrypto, which
-        // libdcmtk-dev depends on) in include/dicom_write.h.
+        // libdcmtk-dev depends on) in include/dicom_write.h; the DICOM node
+        // (storage SCP and SCU, dcmnet) in include/dicom_net.h.
         .target(name: "CMedical", path: "Sources/CMedical",
                 cxxSettings: [.unsafeFlags(["-I/usr/include/nifti", "-I/usr/include/openjpeg-2.5"])],
-                linkerSettings: ["dcmsr", "dcmjpeg", "dcmjpls", "dcmimgle", "dcmdata", "oflog", "ofstd", "ijg8", "ijg12", "ijg16",
-                                 "dcmtkcharls", "openjp2", "niftiio", "znz", "z", "crypto"].map { .linkedLibrary($0) }),
+                linkerSettings: ["dcmnet", "dcmsr", "dcmjpeg", "dcmjpls", "dcmimgle", "dcmdata", "oflog", "ofstd", "ijg8", "ijg12",
+                                 "ijg16", "dcmtkcharls", "openjp2", "niftiio", "znz", "z", "crypto"].map { .linkedLibrary($0) }),
         // Kernels chosen at run time by CPUID (bf16 GEMM on AVX512-BF16); the
         // target builds for the same floor as the rest, each kernel names its ISA.
         .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),

@@ -6,7 +6,7 @@ public struct DistTrainCommand: ParsableCommand {
         commandName: "disttrain",
         abstract: "Data-parallel ResNet training on CT slices over MPI, with CAM explanations.",
         subcommands: [Train.self, Resume.self, Eval.self, Report.self, Predict.self, Prepare.self, Pretrain.self, ImportWeights.self,
-                      AuditData.self, Groups.self, Export.self, Synth.self, Bench.self, Smoke.self],
+                      AuditData.self, Groups.self, Export.self, Synth.self, Bench.self, Smoke.self, Serve.self],
         defaultSubcommand: Train.self)
 
     public init() {}
