@@ -19,7 +19,7 @@ final class ConfigSettingsTests: XCTestCase {
         let rows = TrainConfig.settings.filter { $0.option != nil }.map(\.name)
         XCTAssertEqual(rows.count, Set(rows).count, "a flag has two rows: \(rows)")
         XCTAssertEqual(Set(rows), flags)
-        XCTAssertEqual(flags.count, 29)
+        XCTAssertEqual(flags.count, 30)
     }
 
     /// Each option lands in its own field: every option given a value other than its default.
@@ -30,7 +30,7 @@ final class ConfigSettingsTests: XCTestCase {
             "--seed", "18446744073709551615", "--run", "r", "--label-smoothing", "0.2", "--no-augment", "--keep-checkpoints", "4",
             "--width", "8", "--frozen-bn-stats", "--pretrained", "p.h5", "--freeze-epochs", "3", "--backbone-lr-scale", "0.25",
             "--adapt-conv1", "replicate", "--ema", "0.99", "--sync-bn", "--allreduce", "blocking", "--bucket-mb", "2",
-            "--lr-scaling", "sqrt", "--reference-batch", "64", "--precision", "bf16",
+            "--lr-scaling", "sqrt", "--reference-batch", "64", "--precision", "bf16", "--lung-field",
         ])
         var want = TrainConfig()
         want.method = .transfer; want.arch = .resnet50; want.data = "d.h5"; want.epochs = 7; want.batchSize = 6; want.lr = 0.3
@@ -39,6 +39,7 @@ final class ConfigSettingsTests: XCTestCase {
         want.width = 8; want.frozenBatchNormStatistics = true; want.pretrained = "p.h5"; want.freezeEpochs = 3
         want.backboneLRScale = 0.25; want.adaptConv1 = .replicate; want.ema = 0.99; want.syncBatchNorm = true
         want.allreduce = .blocking; want.bucketMiB = 2; want.lrScaling = .sqrt; want.referenceBatch = 64; want.precision = .bf16
+        want.lungField = true
         XCTAssertEqual(o.config, want)
 
         // Defaults that depend on other options, and the transfer options, which a scratch run ignores.

@@ -127,6 +127,47 @@ final class LungMaskTests: XCTestCase {
         }
     }
 
+    /// `--lung-field` (TrainConfig.lungField): the classifier's input from images, and the batches of a
+    /// data set it makes for eval and training, are the plain ones with the occlusion applied; off, untouched.
+    func testLungFieldRunsSeeOnlyTheOccludedImage() throws {
+        let S = 64, (gray, _, _) = Self.slice(size: S)
+        var c = TrainConfig()
+        c.imageSize = S; c.width = 4; c.inChannels = 1; c.numClasses = 2; c.mean = [0.3]; c.std = [0.2]
+        let net = ResNet(c.netConfig, engine: Engine(backend: .fromEnvironment(), precision: .fp32))
+        net.initialize(seed: 7)
+        let image = RasterImage(width: S, height: S, channels: 1, pixels: gray)
+        let plain = Classifier(net: net, config: c).tensor([image])
+        c.lungField = true
+        let lung = Classifier(net: net, config: c)
+        XCTAssertTrue(lung.lungField)
+        let expected = Tensor(plain.shape)
+        for i in 0..<plain.count { expected.data[i] = plain.data[i] }
+        let kept = LungOcclusion.occludeOutsideLungs(expected, mean: [0.3], std: [0.2], dilation: LungOcclusion.dilation(size: S))
+        XCTAssertTrue(kept[0] > 0.2 && kept[0] < 0.9, "the slice has lungs and a background: \(kept)")
+        XCTAssertEqual(lung.tensor([image]).array, expected.array)
+        XCTAssertNotEqual(plain.array, expected.array)
+        // The batches of a data set: the same occlusion, in the maker eval and training use.
+        let dir = makeTempDir("lung-field")
+        try RasterImage(width: S, height: S, channels: 1, pixels: gray).writePNG(dir + "/a.png")
+        try RasterImage(width: S, height: S, channels: 1, pixels: gray.reversed()).writePNG(dir + "/b.png")
+        for split in ["train", "val", "test"] {
+            try "filename,label\na.png,1\nb.png,0\n".write(toFile: "\(dir)/\(split).csv", atomically: true, encoding: .utf8)
+        }
+        try DatasetSource.detect(dir).prepare(out: dir + "/data.h5")
+        let ds = try Dataset(path: dir + "/data.h5")
+        var maker = lung.batchMaker(for: ds)
+        XCTAssertTrue(maker.lungField)
+        let x = Tensor()
+        _ = try maker.batch(ds, [0, 1], into: x, seed: 0, augmentEpoch: 3)
+        maker.lungField = false
+        let y = Tensor()
+        _ = try maker.batch(ds, [0, 1], into: y, seed: 0, augmentEpoch: 3)
+        LungOcclusion.occludeOutsideLungs(y, mean: maker.mean, std: maker.std, dilation: LungOcclusion.dilation(size: S))
+        XCTAssertEqual(x.array, y.array)
+        // config.json keeps it: eval and predict of the run apply it again.
+        XCTAssertTrue(try JSONDecoder().decode(TrainConfig.self, from: JSONEncoder().encode(c)).lungField)
+    }
+
     /// On MedSeg's slices (another hospital), nearly all of the radiologist's infection mask lies inside
     /// the lung mask: every 7th slice here (14 of 98, debug build); all 98 are in the commit message.
     func testMedSegLesionsFallInsideTheLungMask() throws {

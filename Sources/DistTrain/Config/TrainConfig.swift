@@ -102,6 +102,11 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     /// The peak learning rate is `lr` at `referenceBatch`, scaled to `batchSize` by this rule.
     public var lrScaling: LRScaling = .none
     public var referenceBatch: Int = 32
+    /// Every image the network sees (training, evaluation, predict) has everything
+    /// outside its lung mask (`LungMask`, dilated as the occlusion check) set to the
+    /// image's darkest grey: the lung-field remedy of issue 27 against shortcuts at
+    /// the image's edges.
+    public var lungField: Bool = false
 
     /// The peak learning rate the schedule uses.
     public var effectiveLR: Double {
@@ -158,6 +163,7 @@ public struct TrainConfig: Codable, Sendable, Equatable {
         Setting(\.stopAfterEpochs, "--stop-after", in: 0...1_000_000),
         Setting(\.ema, "--ema", in: 0...1.0.nextDown, shown: "in [0, 1) (0: off)", from: \.ema),
         Setting(\.syncBatchNorm, "--sync-bn", from: \.syncBatchNorm),
+        Setting(\.lungField, "--lung-field", from: \.lungField),
         Setting(\.allreduce, "--allreduce", from: \.allreduce),
         Setting(\.bucketMiB, "--bucket-mb", in: 0.001...4096, shown: "in 0.001...4096", from: \.bucketMiB),
         Setting(\.lrScaling, "--lr-scaling", from: \.lrScaling),
@@ -268,6 +274,9 @@ struct TrainOptions: ParsableArguments {
     var ema: Double = defaults.ema
     @Flag(name: .customLong("sync-bn"), help: "SyncBatchNorm: BatchNorm statistics (and their gradients) over the global batch of all ranks.")
     var syncBatchNorm = defaults.syncBatchNorm
+    @Flag(name: .customLong("lung-field"),
+          help: "Only the lung field: outside each image's lung mask the image becomes its darkest grey, in training, eval and predict.")
+    var lungField = defaults.lungField
     @Option(help: "Gradient all-reduce: overlapped (buckets start while backward runs) or blocking (after it).")
     var allreduce: AllreduceMode = defaults.allreduce
     @Option(name: .customLong("bucket-mb"), help: "Gradient bucket size in MiB.") var bucketMiB: Double = defaults.bucketMiB

@@ -11,6 +11,9 @@ public struct BatchMaker {
     public let outChannels: Int
     /// Threads `batch` fills images over (the engine's; images are independent, so any count gives the same batch).
     public var threads = 1
+    /// Every image of a batch keeps only its lung field (`TrainConfig.lungField`):
+    /// outside its dilated lung mask it becomes its darkest grey.
+    public var lungField = false
 
     /// Normalisation `mean`/`std` per network input channel (the data set's,
     /// or a transfer source's).
@@ -66,6 +69,11 @@ public struct BatchMaker {
         }
     }
 
+    /// In place: each image of `out` only within its dilated lung mask (`LungOcclusion`).
+    public func keepLungField(_ out: Tensor) {
+        LungOcclusion.occludeOutsideLungs(out, mean: mean, std: std, dilation: LungOcclusion.dilation(size: size))
+    }
+
     /// A batch of `indices` from the data set (augmented when `augmentEpoch` is set),
     /// over `threads` or, with `parallel` false, on the calling thread alone.
     public func batch(_ dataset: Dataset, _ indices: [Int], into out: Tensor, seed: UInt64, augmentEpoch: Int?,
@@ -81,6 +89,7 @@ public struct BatchMaker {
                 }
             }
         }
+        if lungField { keepLungField(out) }
         return indices.map { dataset.labels[$0] }
     }
 }

@@ -26,6 +26,8 @@ public final class Classifier {
     public var batchSize: Int
     /// Fills a batch from 8-bit gray images already at size x size (`input`).
     private let imageMaker: BatchMaker?
+    /// The run keeps only the lung field of every image (`TrainConfig.lungField`).
+    public let lungField: Bool
 
     /// `net` as `config` describes its input; `batchSize` nil: config.evalBatchSize.
     public init(net: ResNet, config: TrainConfig, tta: TestTimeAugmentation = .none, batchSize: Int? = nil) {
@@ -35,6 +37,7 @@ public final class Classifier {
         mean = config.mean; std = config.std
         self.tta = tta
         self.batchSize = max(1, batchSize ?? config.evalBatchSize)
+        lungField = config.lungField
         imageMaker = config.mean.isEmpty || config.std.isEmpty ? nil
             : BatchMaker(channels: 1, height: size, width: size, size: size, mean: config.mean, std: config.std, outChannels: inChannels)
     }
@@ -100,6 +103,7 @@ public final class Classifier {
         var maker = BatchMaker(dataset: dataset, size: size, outChannels: inChannels, mean: mean.isEmpty ? nil : mean,
                                std: std.isEmpty ? nil : std)
         maker.threads = net.engine.threads
+        maker.lungField = lungField
         return maker
     }
 
@@ -118,6 +122,7 @@ public final class Classifier {
         for (k, image) in images.enumerated() {
             input(image).pixels.withUnsafeBufferPointer { maker.fill(x, slot: k, bytes: $0.baseAddress!, aug: .identity) }
         }
+        if lungField { maker.keepLungField(x) }
         return x
     }
 
