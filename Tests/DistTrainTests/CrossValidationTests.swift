@@ -65,9 +65,24 @@ final class CrossValidationTests: XCTestCase {
         // Patients, not slices: the same 8 discordant patients as 32 slices would look far more certain.
         XCTAssertLessThan(better.sliceMcnemarP, better.mcnemarP)
 
-        // Folds of another cross-validation (other images) are refused.
+        XCTAssertEqual(better.folds, 2)
+
+        // A cross-validation still running: transfer has fold 0 only. The pair is over that fold alone.
+        let partial = try XCTUnwrap(CrossValidation.pair(scratch + [transfer[0]]))
+        XCTAssertEqual([partial.folds, partial.images, partial.patients], [1, 80, 20])
+        XCTAssertEqual(partial.onlyTransfer, 4)
+        let cv = try CrossValidation(folds: scratch + [transfer[0]])
+        XCTAssertTrue(cv.verdict.contains("of the 1 folds both methods have so far"), cv.verdict)
+
+        // A transfer fold holding none of scratch's images is a fold scratch lacks: the pair is over the other one;
+        // folds of another cross-validation (no image shared, or a fold shared in part) are refused.
         var other = transfer
         other[1].files = other[1].files.map { "x" + $0 }
-        XCTAssertThrowsError(try CrossValidation.pair(scratch + other))
+        XCTAssertEqual(try CrossValidation.pair(scratch + other)?.folds, 1)
+        other[0].files = other[0].files.map { "x" + $0 }
+        XCTAssertThrowsError(try CrossValidation.pair(scratch + other), "no shared image at all")
+        var half = transfer
+        half[1].files = half[1].files.enumerated().map { $0.offset % 2 == 0 ? "x" + $0.element : $0.element }
+        XCTAssertThrowsError(try CrossValidation.pair(scratch + half), "a fold shared in part")
     }
 }

@@ -37,6 +37,8 @@ struct CrossValidation {
     }
 
     struct Paired: Codable {
+        /// Folds both methods hold, the ones compared.
+        var folds: Int
         var patients: Int, images: Int
         var accuracyDifference: Double, accuracyInterval: Interval
         var aucDifference: Double, aucInterval: Interval
@@ -55,7 +57,12 @@ struct CrossValidation {
 
     /// Loads every run (predictions.csv and the groups of its data set) and computes everything.
     init(runs: [String]) throws {
-        folds = try runs.map(CrossValidation.load)
+        try self.init(folds: runs.map(CrossValidation.load))
+    }
+
+    /// Everything from folds already loaded.
+    init(folds: [Fold]) throws {
+        self.folds = folds
         for m in Array(Set(folds.map(\.method))).sorted() {
             let mine = folds.filter { $0.method == m }
             var seen: [String: String] = [:]
@@ -127,16 +134,25 @@ struct CrossValidation {
     }
 
     /// Transfer against scratch on the pooled out-of-fold predictions of the same images.
+    /// Over the folds both methods hold (a cross-validation still running has more of one
+    /// method's): every fold's test images must be held by the other method's folds all or
+    /// not at all; any other overlap means runs of different cross-validations, and is refused.
     static func pair(_ folds: [Fold]) throws -> Paired? {
-        let a = folds.filter { $0.method == "scratch" }, b = folds.filter { $0.method == "transfer" }
-        guard !a.isEmpty, !b.isEmpty else { return nil }
-        let files = a.flatMap(\.files), labels = a.flatMap(\.labels), scoresA = a.flatMap(\.scores), groups = a.flatMap(\.groups)
+        let all = folds.filter { $0.method == "scratch" }, b = folds.filter { $0.method == "transfer" }
+        guard !all.isEmpty, !b.isEmpty else { return nil }
         var other: [String: (Int, Double)] = [:]
         for f in b { for (i, file) in f.files.enumerated() { other[file] = (f.labels[i], f.scores[i]) } }
-        guard other.count == files.count, files.allSatisfy({ other[$0] != nil }) else {
-            throw RuntimeError("the scratch and transfer folds do not hold the same test images (\(files.count) against "
-                               + "\(other.count)): give both methods' runs of one cross-validation")
+        let scratchFiles = Set(all.flatMap(\.files))
+        for (f, held) in all.map({ f in (f, f.files.filter { other[$0] != nil }.count) }) + b.map({ f in (f, f.files.filter(scratchFiles.contains).count) })
+        where held != 0 && held != f.files.count {
+            throw RuntimeError("\(f.run) shares \(held) of its \(f.files.count) test images with the other method's folds: "
+                               + "give both methods' runs of one cross-validation")
         }
+        let a = all.filter { other[$0.files[0]] != nil }
+        guard !a.isEmpty else {
+            throw RuntimeError("the scratch and transfer folds share no test image: give both methods' runs of one cross-validation")
+        }
+        let files = a.flatMap(\.files), labels = a.flatMap(\.labels), scoresA = a.flatMap(\.scores), groups = a.flatMap(\.groups)
         let scoresB = try files.enumerated().map { i, file -> Double in
             let (y, p) = other[file]!
             guard y == labels[i] else { throw RuntimeError("'\(file)' has label \(labels[i]) in scratch's folds and \(y) in transfer's") }
@@ -164,7 +180,7 @@ struct CrossValidation {
             return (onlyA, onlyB)
         }
         let (pOnlyA, pOnlyB) = discordant(pa.labels, pa.scores, pb.scores), (sOnlyA, sOnlyB) = discordant(labels, scoresA, scoresB)
-        return Paired(patients: pa.names.count, images: files.count,
+        return Paired(folds: a.count, patients: pa.names.count, images: files.count,
                       accuracyDifference: difference("accuracy", everything),
                       accuracyInterval: Stats.percentileInterval(draws.map { difference("accuracy", $0) }),
                       aucDifference: difference("auc", everything), aucInterval: Stats.percentileInterval(draws.map { difference("auc", $0) }),
@@ -190,11 +206,12 @@ struct CrossValidation {
         guard let p = paired else { return "Transfer against scratch: needs the folds of both methods." }
         let helped = p.accuracyInterval.lower > 0 ? "transfer helped" : p.accuracyInterval.upper < 0 ? "transfer hurt"
             : "no difference shown (the interval contains 0)"
-        return String(format: "Transfer against scratch, pooled out-of-fold predictions of %d patients (%d slices): slice accuracy %+.2f "
+        let which = p.folds == methods.map(\.folds).max() ? "" : " of the \(p.folds) folds both methods have so far"
+        return String(format: "Transfer against scratch, pooled out-of-fold predictions%@ of %d patients (%d slices): slice accuracy %+.2f "
                       + "points (95 %% interval, resampling patients: %+.2f to %+.2f), ROC AUC %+.4f (%+.4f to %+.4f), patient-level "
                       + "accuracy %+.2f points (%+.2f to %+.2f); McNemar on patients p = %.3g (%d right only by scratch, %d only by "
                       + "transfer): %@.",
-                      p.patients, p.images, 100 * p.accuracyDifference, 100 * p.accuracyInterval.lower, 100 * p.accuracyInterval.upper,
+                      which, p.patients, p.images, 100 * p.accuracyDifference, 100 * p.accuracyInterval.lower, 100 * p.accuracyInterval.upper,
                       p.aucDifference, p.aucInterval.lower, p.aucInterval.upper, 100 * p.patientAccuracyDifference,
                       100 * p.patientAccuracyInterval.lower, 100 * p.patientAccuracyInterval.upper, p.mcnemarP, p.onlyScratch,
                       p.onlyTransfer, helped)
