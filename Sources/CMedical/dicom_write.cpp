@@ -31,6 +31,7 @@
 //
 // Every source instance is listed in CurrentRequestedProcedureEvidenceSequence.
 // As in medical.cpp, no C++ exception crosses extern "C".
+#include "guarded.hpp"
 #include "dicom_write.h"
 
 #include <cerrno>
@@ -58,26 +59,10 @@
 
 namespace {
 
-int fail(char *err, int errlen, const std::string &message) {
-    if (err && errlen > 0) std::snprintf(err, (size_t)errlen, "%s", message.c_str());
-    return 1;
-}
-
-struct Refusal { std::string message; };
-[[noreturn]] void refuse(const std::string &message) { throw Refusal{message}; }
-
-template <class Body> int guarded(char *err, int errlen, Body body) {
-    try {
-        body();
-        return 0;
-    } catch (const Refusal &r) {
-        return fail(err, errlen, r.message);
-    } catch (const std::bad_alloc &) {
-        return fail(err, errlen, "out of memory");
-    } catch (...) {
-        return fail(err, errlen, "unexpected failure");
-    }
-}
+using cmedical::fail;
+using cmedical::Refusal;
+using cmedical::refuse;
+using cmedical::guarded;
 
 void check(const OFCondition &c, const std::string &what) {
     if (c.bad()) refuse(what + " (" + c.text() + ")");

@@ -7,6 +7,7 @@
 // before anything is allocated; a file whose data end early is an error,
 // never zero-filled; and no C++ exception crosses extern "C" (each entry
 // point runs its body through `guarded`, which turns them into the message).
+#include "guarded.hpp"
 #include "medical.h"
 #include "j2k.h"
 
@@ -42,29 +43,10 @@ extern "C" {
 
 namespace {
 
-int fail(char *err, int errlen, const std::string &message) {
-    if (err && errlen > 0) std::snprintf(err, (size_t)errlen, "%s", message.c_str());
-    return 1;
-}
-
-/// A refusal, thrown inside an entry point and turned into its message by `guarded`.
-struct Refusal { std::string message; };
-[[noreturn]] void refuse(const std::string &message) { throw Refusal{message}; }
-
-template <class Body> int guarded(char *err, int errlen, Body body) {
-    try {
-        body();
-        return 0;
-    } catch (const Refusal &r) {
-        return fail(err, errlen, r.message);
-    } catch (const std::bad_alloc &) {
-        return fail(err, errlen, "out of memory");
-    } catch (const std::exception &e) {
-        return fail(err, errlen, std::string("unexpected error (") + e.what() + ")");
-    } catch (...) {
-        return fail(err, errlen, "unexpected error");
-    }
-}
+using cmedical::fail;
+using cmedical::Refusal;
+using cmedical::refuse;
+using cmedical::guarded;
 
 std::string str(long long v) { return std::to_string(v); }
 std::string num(double v) {
