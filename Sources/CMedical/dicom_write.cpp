@@ -68,6 +68,14 @@ void check(const OFCondition &c, const std::string &what) {
     if (c.bad()) refuse(what + " (" + c.text() + ")");
 }
 
+/// A copy of `e` into `to` (replacing its own); the copy is freed when `to` does not take it.
+void insertCopy(DcmItem *to, DcmElement *e) {
+    auto *copy = OFstatic_cast(DcmElement *, e->clone());
+    if (!copy) refuse("out of memory");
+    OFCondition c = to->insert(copy, OFTrue);
+    if (c.bad()) { delete copy; refuse(std::string("cannot copy an element (") + c.text() + ")"); }
+}
+
 std::string text(const char *s) { return s ? s : ""; }
 
 /// A DICOM UID root: digits and dots, components without leading zeros, short
@@ -197,11 +205,11 @@ void copyPatientStudy(DcmItem *from, DcmItem *to) {
                                DCM_PatientSize, DCM_PatientWeight};
     DcmElement *e = nullptr;
     for (const DcmTagKey &k : type2) {
-        if (from->findAndGetElement(k, e).good() && e) check(to->insert(OFstatic_cast(DcmElement *, e->clone()), OFTrue), "cannot copy an element");
+        if (from->findAndGetElement(k, e).good() && e) insertCopy(to, e);
         else check(to->insertEmptyElement(k), "cannot add an empty element");
     }
     for (const DcmTagKey &k : type3)
-        if (from->findAndGetElement(k, e).good() && e) check(to->insert(OFstatic_cast(DcmElement *, e->clone()), OFTrue), "cannot copy an element");
+        if (from->findAndGetElement(k, e).good() && e) insertCopy(to, e);
     check(to->putAndInsertString(DCM_StudyInstanceUID, get(from, DCM_StudyInstanceUID).c_str()), "cannot set StudyInstanceUID");
 }
 

@@ -28,7 +28,7 @@ final class OrthancTests: XCTestCase {
             node.store(path: p, bytes: Int64(bytes), callingAET: "A", requestClass: reqClass, requestInstance: reqInst, sopClass: cls,
                        sopInstance: inst, study: "1.2.8", series: series).status
         }
-        XCTAssertEqual(store(part(1), reqClass: "1.2.840.10008.5.1.4.1.1.4", cls: "1.2.840.10008.5.1.4.1.1.4"), 0xA900, "MR is not CT")
+        XCTAssertEqual(store(part(1), reqClass: "1.2.840.10008.5.1.4.1.1.4", cls: "1.2.840.10008.5.1.4.1.1.4"), 0x0122, "MR is not CT: SOP class not supported")
         XCTAssertEqual(store(part(1), cls: "1.2.840.10008.5.1.4.1.1.4"), 0xA900, "a data set that is not what the request says")
         XCTAssertEqual(store(part(1), inst: "1.2.3.2"), 0xA900)
         XCTAssertEqual(store(part(1), reqInst: "1.2.03", inst: "1.2.03"), 0xC000, "a UID component with a leading zero")
@@ -38,6 +38,8 @@ final class OrthancTests: XCTestCase {
         XCTAssertEqual(store(part(1)), 0)
         XCTAssertEqual(store(part(1)), 0, "the same SOP instance again replaces its file")
         XCTAssertEqual(store(part(1), reqInst: "1.2.3.2", inst: "1.2.3.2", series: "1.2.10"), 0xA700, "a second series in hand, over --max-series 1")
+        XCTAssertEqual(node.store(path: part(1), bytes: 1, callingAET: "A", requestClass: ct, requestInstance: "1.2.3.2", sopClass: ct,
+                                  sopInstance: "1.2.3.2", study: "1.2.77", series: "1.2.9").status, 0xA900, "another study under the series' UID")
         XCTAssertEqual(store(part(1), reqInst: "1.2.3.2", inst: "1.2.3.2"), 0)
         XCTAssertEqual(store(part(1), reqInst: "1.2.3.3", inst: "1.2.3.3"), 0xA700, "a third instance, over --max-instances 2")
         XCTAssertEqual(store(part(1), reqInst: "1.2.3.1", inst: "1.2.3.1"), 0xA700, "a series over a bound refuses everything after")
@@ -47,6 +49,9 @@ final class OrthancTests: XCTestCase {
         let taken = node.takeIdle(idle: 0)
         XCTAssertEqual(taken.count, 1)
         XCTAssertEqual(taken.first?.refused, "series over --max-instances 2")
+        XCTAssertEqual(node.seriesInHand, 0)
+        XCTAssertEqual(store(part(1), reqInst: "1.2.3.4", inst: "1.2.3.4"), 0xA700,
+                       "an instance of the refused series after it was dropped: still refused, never a series of its tail")
         XCTAssertEqual(node.seriesInHand, 0)
         // A restart numbers after the folders already there, and takes up the series left unpredicted (series-0001: no results/).
         logged = []
@@ -58,6 +63,8 @@ final class OrthancTests: XCTestCase {
         XCTAssertEqual(recovered.first?.studyUID, "1.2.8")
         XCTAssertEqual(recovered.first?.bytes, 2, "two 1-byte files")
         XCTAssertEqual(recovered.first?.refused, "series over --max-instances 2", "a series over a bound stays refused across a restart")
+        XCTAssertEqual(again.store(path: part(1), bytes: 1, callingAET: "A", requestClass: ct, requestInstance: "1.2.3.9", sopClass: ct,
+                                   sopInstance: "1.2.3.9", study: "1.2.8", series: "1.2.9").status, 0xA700, "and its UID stays refused")
         XCTAssertEqual(again.store(path: part(1), bytes: 1, callingAET: "A", requestClass: ct, requestInstance: "1.5", sopClass: ct,
                                    sopInstance: "1.5", study: "1.6", series: "1.7").status, 0)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/series-0002/instances/000001.dcm"))

@@ -74,6 +74,11 @@ final class DicomNode {
     let log: (String) -> Void
     private let lock = NSLock()
     private var inHand: [String: Series] = [:]
+    /// Series refused over a bound (UID -> why), kept in `refusedList` across restarts: an instance
+    /// of one arriving later (a sender retrying what got A700) is refused too, so that no series
+    /// is ever predicted from its tail.
+    private var refusedSeries: [String: String] = [:]
+    private var refusedList: String { directory + "/refused-series.txt" }
     private var nextNumber: Int
     private var stopping = false
 
@@ -91,6 +96,11 @@ final class DicomNode {
             n.hasPrefix("series-") ? Int(n.dropFirst(7)) : nil
         }
         nextNumber = (taken.max() ?? 0) + 1
+        for line in (fm.contents(atPath: directory + "/refused-series.txt").map { String(decoding: $0, as: UTF8.self) } ?? "")
+            .split(separator: "\n") {
+            let parts = line.split(separator: "\t", maxSplits: 1).map(String.init)
+            if parts.count == 2, DicomNode.isUID(parts[0]) { refusedSeries[parts[0]] = parts[1] }
+        }
         // A series an earlier node received and never finished (it was killed): in hand again, predicted after the idle time.
         for number in taken.sorted() {
             let dir = directory + String(format: "/series-%04d", number)
@@ -99,7 +109,9 @@ final class DicomNode {
                   let info = try? JSONDecoder().decode(SeriesInfo.self, from: data), DicomNode.isUID(info.uid), inHand[info.uid] == nil else { continue }
             var s = Series(number: number, uid: info.uid, studyUID: info.study, directory: dir, callingAET: info.callingAET, patientName: "")
             for f in (try? fm.contentsOfDirectory(atPath: s.instances)) ?? [] where f.hasSuffix(".dcm") {
-                s.files["file:" + f] = f
+                // Keyed by its SOPInstanceUID again, so that a resent instance still replaces its file.
+                let sop = (try? DicomFile.read(s.instances + "/" + f, pixels: false))?.sopUID
+                s.files[sop.flatMap { DicomNode.isUID($0) ? $0 : nil } ?? "file:" + f] = f
                 s.bytes += (try? fm.attributesOfItem(atPath: s.instances + "/" + f)[.size] as? Int64) ?? 0
             }
             guard !s.files.isEmpty else { continue }
@@ -128,13 +140,14 @@ final class DicomNode {
     func store(path: String, bytes: Int64, callingAET: String, requestClass: String, requestInstance: String,
                sopClass: String, sopInstance: String, study: String, series: String, patientName: String = "") -> (status: UInt16, comment: String) {
         guard sopClass == requestClass else { return (0xA900, "SOPClassUID differs from the C-STORE request's") }
-        guard sopClass == DicomNode.ctImageStorage else { return (0xA900, "not CT Image Storage") }
+        guard sopClass == DicomNode.ctImageStorage else { return (0x0122, "not CT Image Storage") }  // SOP class not supported
         guard sopInstance == requestInstance else { return (0xA900, "SOPInstanceUID differs from the C-STORE request's") }
         for (name, uid) in [("SOPInstanceUID", sopInstance), ("StudyInstanceUID", study), ("SeriesInstanceUID", series)] where !DicomNode.isUID(uid) {
             return (0xC000, "\(name) missing or not a valid UID")
         }
         guard bytes <= limits.maxInstanceBytes else { return (0xA700, "instance over --max-instance-bytes \(limits.maxInstanceBytes)") }
         return lock.withLock { () -> (UInt16, String) in
+            if let why = refusedSeries[series] { return (0xA700, "the series was refused earlier (\(why))") }
             if inHand[series] == nil {
                 guard inHand.count < limits.maxSeries else {
                     log("refused an instance of a new series: \(inHand.count) series in hand, --max-series \(limits.maxSeries)")
@@ -155,6 +168,8 @@ final class DicomNode {
             defer { inHand[series] = s }
             s.last = Date()
             if let why = s.refused { return (0xA700, why) }
+            // One series is one study (and the SR names one patient): a stray instance under a colliding series UID is refused.
+            guard s.studyUID == study else { return (0xA900, "StudyInstanceUID differs from that of the series' first instance") }
             let replacing = s.files[sopInstance] != nil
             if !replacing && s.files.count >= limits.maxInstances {
                 s.refused = "series over --max-instances \(limits.maxInstances)"
@@ -163,6 +178,9 @@ final class DicomNode {
             }
             if let why = s.refused {
                 try? durableWrite(s.directory + "/refused.txt", data: Data(why.utf8))
+                refusedSeries[series] = why
+                let list = refusedSeries.sorted { $0.key < $1.key }.map { "\($0.key)\t\($0.value)\n" }.joined()
+                try? durableWrite(refusedList, data: Data(list.utf8))
                 log("\(s.name) \(series): refused from here on, \(why); the series will not be predicted")
                 return (0xA700, why)
             }
