@@ -72,7 +72,7 @@ final class CrossValidationTests: XCTestCase {
         XCTAssertEqual([partial.folds, partial.images, partial.patients], [1, 80, 20])
         XCTAssertEqual(partial.onlyTransfer, 4)
         let cv = try CrossValidation(folds: scratch + [transfer[0]])
-        XCTAssertTrue(cv.verdict.contains("of the 1 folds both methods have so far"), cv.verdict)
+        XCTAssertTrue(cv.verdict.contains("predictions on the 1 fold both methods have so far, of 20 patients"), cv.verdict)
 
         // A transfer fold holding none of scratch's images is a fold scratch lacks: the pair is over the other one;
         // folds of another cross-validation (no image shared, or a fold shared in part) are refused.

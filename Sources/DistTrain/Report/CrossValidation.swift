@@ -133,8 +133,8 @@ struct CrossValidation {
                              grouped: !groups.contains { $0.hasPrefix("slice:") })
     }
 
-    /// Transfer against scratch on the pooled out-of-fold predictions of the same images.
-    /// Over the folds both methods hold (a cross-validation still running has more of one
+    /// Transfer against scratch on the pooled out-of-fold predictions of the same images,
+    /// over the folds both methods hold (a cross-validation still running has more of one
     /// method's): every fold's test images must be held by the other method's folds all or
     /// not at all; any other overlap means runs of different cross-validations, and is refused.
     static func pair(_ folds: [Fold]) throws -> Paired? {
@@ -206,7 +206,8 @@ struct CrossValidation {
         guard let p = paired else { return "Transfer against scratch: needs the folds of both methods." }
         let helped = p.accuracyInterval.lower > 0 ? "transfer helped" : p.accuracyInterval.upper < 0 ? "transfer hurt"
             : "no difference shown (the interval contains 0)"
-        let which = p.folds == methods.map(\.folds).max() ? "" : " of the \(p.folds) folds both methods have so far"
+        let which = p.folds == methods.map(\.folds).max() ? ""
+            : " on the \(p.folds) fold\(p.folds == 1 ? "" : "s") both methods have so far,"
         return String(format: "Transfer against scratch, pooled out-of-fold predictions%@ of %d patients (%d slices): slice accuracy %+.2f "
                       + "points (95 %% interval, resampling patients: %+.2f to %+.2f), ROC AUC %+.4f (%+.4f to %+.4f), patient-level "
                       + "accuracy %+.2f points (%+.2f to %+.2f); McNemar on patients p = %.3g (%d right only by scratch, %d only by "
