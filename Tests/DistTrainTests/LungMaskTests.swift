@@ -164,8 +164,13 @@ final class LungMaskTests: XCTestCase {
         _ = try maker.batch(ds, [0, 1], into: y, seed: 0, augmentEpoch: 3)
         LungOcclusion.occludeOutsideLungs(y, mean: maker.mean, std: maker.std, dilation: LungOcclusion.dilation(size: S))
         XCTAssertEqual(x.array, y.array)
-        // config.json keeps it: eval and predict of the run apply it again.
+        // config.json keeps it: eval and predict of the run apply it again; export, whose graph would not, refuses.
         XCTAssertTrue(try JSONDecoder().decode(TrainConfig.self, from: JSONEncoder().encode(c)).lungField)
+        c.run = dir; c.data = dir + "/data.h5"; c.classNames = ["NORMAL", "COVID"]
+        try c.save(to: dir + "/config.json")
+        XCTAssertThrowsError(try Export.parse([dir, "--onnx", dir + "/m.onnx"]).run()) { e in
+            XCTAssertTrue("\(e)".contains("--lung-field"), "\(e)")
+        }
     }
 
     /// On MedSeg's slices (another hospital), nearly all of the radiologist's infection mask lies inside

@@ -17,6 +17,10 @@ struct Export: ParsableCommand {
 
     func run() throws {
         let cfg = try TrainConfig.load(runDir + "/config.json")
+        guard !cfg.lungField else {
+            throw RuntimeError("'\(runDir)/config.json': the run keeps only each image's lung field (--lung-field), a step before the "
+                               + "network that the ONNX graph does not hold: its export would compute something else")
+        }
         let path = ["best", "last"].contains(checkpoint) ? "\(runDir)/ckpt/\(checkpoint).h5" : checkpoint
         let net = try RunModel.load(path, config: cfg, configPath: runDir + "/config.json", precision: false)
         var meta = ONNXExport.Metadata(mean: cfg.mean, std: cfg.std, classNames: cfg.classNames, imageSize: cfg.imageSize,
