@@ -166,9 +166,7 @@ extension Localization {
                 let (n, i) = p.quotientAndRemainder(dividingBy: HW)
                 return (0..<C).map { abs(g.data[(n * C + $0) * HW + i]) }.max() ?? 0
             })
-            let lungs = lungField ? chunk.indices.map { n in
-                LungMask.mask(gray: LungOcclusion.gray(x, image: n, mean: maker.mean[0], std: maker.std[0]), width: x.shape[3], height: x.shape[2])
-            } : []
+            let lungs = lungField ? chunk.indices.map { LungOcclusion.lungMask(x, image: $0, mean: maker.mean, std: maker.std) } : []
             for (m, all) in maps.enumerated() {
                 for (n, k) in chunk.enumerated() {
                     let map = Array(all[(n * HW)..<((n + 1) * HW)])

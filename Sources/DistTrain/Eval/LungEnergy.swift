@@ -86,6 +86,12 @@ public struct LungOcclusion: Codable, Sendable {
         return (0..<plane).map { UInt8(max(0, min(255, ((base[$0] * std + mean) * 255).rounded()))) }
     }
 
+    /// The lung mask (`LungMask`, undilated) of image k of x (N, C, H, W), from channel 0
+    /// undone from its normalisation by `mean`, `std` (per channel, as BatchMaker's).
+    static func lungMask(_ x: Tensor, image k: Int, mean: [Float], std: [Float]) -> [Bool] {
+        LungMask.mask(gray: gray(x, image: k, mean: mean[0], std: std[0]), width: x.shape[3], height: x.shape[2])
+    }
+
     /// In place, in every image of x (N, C, S, S; normalised by `mean`, `std`
     /// per channel, as BatchMaker makes it): the pixels outside the image's
     /// lung mask, dilated by `dilation`, become the image's darkest grey
@@ -95,8 +101,7 @@ public struct LungOcclusion: Codable, Sendable {
     public static func occludeOutsideLungs(_ x: Tensor, mean: [Float], std: [Float], dilation: Int) -> [Double] {
         let N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], plane = H * W
         return (0..<N).map { k in
-            let lungs = LungMask.dilated(LungMask.mask(gray: gray(x, image: k, mean: mean[0], std: std[0]), width: W, height: H),
-                                         radius: dilation, width: W, height: H)
+            let lungs = LungMask.dilated(lungMask(x, image: k, mean: mean, std: std), radius: dilation, width: W, height: H)
             for c in 0..<C {
                 let p = x.data + (k * C + c) * plane
                 var background = Float.infinity

@@ -202,9 +202,7 @@ public enum EvalStage {
         for start in stride(from: 0, to: sample.count, by: 16) {
             let chunk = Array(sample[start..<min(start + 16, sample.count)])
             let labels = try maker.batch(ds, chunk.map { indices[$0] }, into: x, seed: cfg.seed, augmentEpoch: nil)
-            let lungs = chunk.indices.map {
-                LungMask.mask(gray: LungOcclusion.gray(x, image: $0, mean: maker.mean[0], std: maker.std[0]), width: S, height: S)
-            }
+            let lungs = chunk.indices.map { LungOcclusion.lungMask(x, image: $0, mean: maker.mean, std: maker.std) }
             out.emptyMasks += lungs.filter { !$0.contains(true) }.count
             let kept = lungs.map { LungMask.dilated($0, radius: dilation, width: S, height: S).filter { $0 }.count }
             out.keptArea += Double(kept.reduce(0, +)) / Double(S * S)
