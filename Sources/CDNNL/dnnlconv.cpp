@@ -315,3 +315,154 @@ const char *dt_dnnl_conv_impl(dt_dnnl_conv *conv) { return conv->impl.c_str(); }
 const char *dt_dnnl_error(void) { return lastError.c_str(); }
 
 }  // extern "C"
+
+// MARK: fused inference (see include/dnnlconv.h)
+
+namespace {
+/// The activation layout between fused layers: bf16 NHWC, or fp32 nChw16c (C a multiple of 16).
+memory::desc activation(int N, int C, int H, int W, int bf16) {
+    if (bf16) return memory::desc({N, C, H, W}, dt::bf16, tag::nhwc);
+    if (C % 16) throw std::runtime_error("an fp32 activation needs a multiple of 16 channels, got " + std::to_string(C));
+    return memory::desc({N, C, H, W}, dt::f32, tag::nChw16c);
+}
+
+struct FusedEntry {
+    int N, H, W, xPlain;
+    std::unique_ptr<primitive> run;
+    memory src, dst;                // the caller's x (in its layout) and y, handles set per call
+    memory srcInner;                // x in the primitive's layout when the caller's differs
+    std::unique_ptr<reorder> toSrc;
+    memory weights, bias;           // converted once
+};
+}  // namespace
+
+struct dt_dnnl_fused {
+    bool pool;
+    int C, OC, K, stride, pad, bf16, sum, relu;
+    std::vector<float> w, b;
+    std::vector<std::unique_ptr<FusedEntry>> entries;  // most recent first
+    std::string impl;
+
+    FusedEntry &entry(int N, int H, int W, int xPlain) {
+        for (size_t i = 0; i < entries.size(); i++) {
+            FusedEntry &e = *entries[i];
+            if (e.N == N && e.H == H && e.W == W && e.xPlain == xPlain) {
+                if (i) std::rotate(entries.begin(), entries.begin() + i, entries.begin() + i + 1);
+                return *entries[0];
+            }
+        }
+        auto &eng = cpuEngine();
+        auto e = std::make_unique<FusedEntry>();
+        e->N = N; e->H = H; e->W = W; e->xPlain = xPlain;
+        int OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
+        memory::desc userX = xPlain ? memory::desc({N, C, H, W}, dt::f32, tag::nchw) : activation(N, C, H, W, bf16);
+        memory::desc y = activation(N, OC, OH, OW, bf16);
+        memory::desc srcMD = userX;
+        memory::dims strides{stride, stride}, padding{pad, pad};
+        if (pool) {
+            auto d = pooling_forward::desc(prop_kind::forward_inference, algorithm::pooling_max, userX, y, strides, {K, K},
+                                           padding, padding);
+            auto pd = pooling_forward::primitive_desc(d, eng);
+            e->run.reset(new pooling_forward(pd));
+            impl = pd.impl_info_str();
+        } else {
+            dt op = bf16 ? dt::bf16 : dt::f32;
+            // The network's input (1 or 3 plain channels) goes in the layout oneDNN picks for it.
+            memory::desc src = xPlain ? memory::desc({N, C, H, W}, op, tag::any) : userX;
+            memory::desc wAny({OC, C, K, K}, op, tag::any), bMD({OC}, dt::f32, tag::x);
+            primitive_attr attr;
+            post_ops ops;
+            if (sum) ops.append_sum(1.0f);
+            if (relu) ops.append_eltwise(1.0f, algorithm::eltwise_relu, 0.0f, 0.0f);
+            attr.set_post_ops(ops);
+            // fp32 3x3 stride-1 layers as Winograd where training uses it (the same rule), direct where
+            // oneDNN has no Winograd kernel for these post-ops and layouts.
+            auto tiles = [](int n) { return double(n) / (double((n + 3) / 4) * 4); };
+            bool winograd = !bf16 && K == 3 && stride == 1 && tiles(OH) * tiles(OW) >= 0.6;
+            convolution_forward::primitive_desc pd;
+            bool made = false;
+            if (winograd) {
+                try {
+                    auto d = convolution_forward::desc(prop_kind::forward_inference, algorithm::convolution_winograd, src, wAny,
+                                                       bMD, y, strides, padding, padding);
+                    pd = convolution_forward::primitive_desc(d, attr, eng);
+                    made = true;
+                } catch (const dnnl::error &) {}
+            }
+            if (!made) {
+                auto d = convolution_forward::desc(prop_kind::forward_inference, algorithm::convolution_direct, src, wAny, bMD,
+                                                   y, strides, padding, padding);
+                pd = convolution_forward::primitive_desc(d, attr, eng);
+            }
+            srcMD = pd.src_desc();
+            e->run.reset(new convolution_forward(pd));
+            impl = pd.impl_info_str();
+            auto &s = cpuStream();
+            memory userW(memory::desc({OC, C, K, K}, dt::f32, tag::oihw), eng, w.data());
+            e->weights = memory(pd.weights_desc(), eng);
+            reorder(userW, e->weights).execute(s, userW, e->weights);
+            e->bias = memory(bMD, eng);
+            std::copy(b.begin(), b.end(), static_cast<float *>(e->bias.get_data_handle()));
+            s.wait();
+        }
+        e->src = memory(userX, eng, DNNL_MEMORY_NONE);
+        e->dst = memory(y, eng, DNNL_MEMORY_NONE);
+        if (srcMD != userX) {
+            e->srcInner = memory(srcMD, eng);
+            e->toSrc.reset(new reorder(reorder::primitive_desc(eng, userX, eng, srcMD)));
+        }
+        entries.insert(entries.begin(), std::move(e));
+        if (entries.size() > 4) entries.pop_back();
+        return *entries[0];
+    }
+};
+
+extern "C" {
+
+dt_dnnl_fused *dt_dnnl_fused_conv_new(int C, int OC, int K, int stride, int pad, const float *w, const float *b,
+                                      int bf16, int sum, int relu) {
+    auto *f = new dt_dnnl_fused();
+    f->pool = false;
+    f->C = C; f->OC = OC; f->K = K; f->stride = stride; f->pad = pad; f->bf16 = bf16; f->sum = sum; f->relu = relu;
+    f->w.assign(w, w + size_t(OC) * C * K * K);
+    f->b.assign(b, b + OC);
+    return f;
+}
+
+dt_dnnl_fused *dt_dnnl_fused_maxpool_new(int C, int K, int stride, int pad, int bf16) {
+    auto *f = new dt_dnnl_fused();
+    f->pool = true;
+    f->C = C; f->OC = C; f->K = K; f->stride = stride; f->pad = pad; f->bf16 = bf16; f->sum = 0; f->relu = 0;
+    return f;
+}
+
+void dt_dnnl_fused_free(dt_dnnl_fused *f) { delete f; }
+
+int dt_dnnl_fused_run(dt_dnnl_fused *f, int N, int H, int W, const void *x, int x_plain, void *y) {
+    return guarded(f->pool ? "max pool" : "fused forward", [&] {
+        FusedEntry &e = f->entry(N, H, W, x_plain);
+        auto &s = cpuStream();
+        e.src.set_data_handle(const_cast<void *>(x));
+        e.dst.set_data_handle(y);
+        memory &src = e.toSrc ? e.srcInner : e.src;
+        if (e.toSrc) e.toSrc->execute(s, e.src, e.srcInner);
+        if (f->pool) e.run->execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, e.dst}});
+        else e.run->execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, e.weights}, {DNNL_ARG_BIAS, e.bias}, {DNNL_ARG_DST, e.dst}});
+        s.wait();
+    });
+}
+
+int dt_dnnl_fused_plain(int N, int C, int H, int W, int bf16, const void *x, float *y) {
+    return guarded("reorder", [&] {
+        auto &eng = cpuEngine();
+        auto &s = cpuStream();
+        memory from(activation(N, C, H, W, bf16), eng, const_cast<void *>(x));
+        memory to(memory::desc({N, C, H, W}, dt::f32, tag::nchw), eng, y);
+        reorder(from, to).execute(s, from, to);
+        s.wait();
+    });
+}
+
+const char *dt_dnnl_fused_impl(dt_dnnl_fused *f) { return f->impl.c_str(); }
+
+}  // extern "C"

@@ -29,6 +29,8 @@ struct Predict: ParsableCommand {
     @Option(help: "Images per forward pass (default: the run's evalBatchSize); 1 is one image at a time, as before; any size agrees to 1e-6.")
     var batchSize: Int?
     @OptionGroup var threading: ThreadOptions
+    @Option(help: "Compute in this precision instead of the run's: fp32, or bf16 (needs AVX512-BF16). Default: the run's.")
+    var precision: Precision?
     @Option(help: ArgumentHelp("""
         For every DICOM series read: DIR/series-N/sr.dcm, a Comprehensive SR in the source study (series probability \
         = mean of its slices', the decision at p > 0.5 as a SNOMED CT finding, each slice's probability with its image, \
@@ -55,13 +57,15 @@ struct Predict: ParsableCommand {
         let kinds = try explain.kinds()
         _ = threading.apply()
         let configPath = runDir + "/config.json", checkpoint = "\(runDir)/ckpt/\(explain.checkpoint)"
-        let cfg = try TrainConfig.load(configPath)
+        var cfg = try TrainConfig.load(configPath)
+        if let p = precision { cfg.precision = p }
         guard !cfg.mean.isEmpty else { throw RuntimeError("'\(configPath)' has no input normalisation (mean, std)") }
         // --dicom-out names the checkpoint by its SHA-256: hashed before it is loaded, and checked again before the results are written.
         let device = try dicomOut.map { _ in
             try DicomResultDevice(config: cfg, checkpoint: checkpoint, tta: tta, window: window?.argument, uidRoot: uidRoot)
         }
-        // In the run's precision (a bf16 run's probabilities and CAMs are eval's), the checkpoint checked before it is built.
+        // In the run's precision (a bf16 run's probabilities and CAMs are eval's) unless --precision says otherwise, the
+        // checkpoint checked before it is built.
         let classifier = try Classifier.load(checkpoint, config: cfg, configPath: configPath, settings: threading.settings, tta: tta,
                                              batchSize: batchSize)
         let S = cfg.imageSize

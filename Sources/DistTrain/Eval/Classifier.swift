@@ -28,6 +28,8 @@ public final class Classifier {
     private let imageMaker: BatchMaker?
     /// The run keeps only the lung field of every image (`TrainConfig.lungField`).
     public let lungField: Bool
+    /// The fused forward of `net`'s weights when `useFusedInference()` made it; nil: `net.forward`.
+    public private(set) var fused: FusedInference?
 
     /// `net` as `config` describes its input; `batchSize` nil: config.evalBatchSize.
     public init(net: ResNet, config: TrainConfig, tta: TestTimeAugmentation = .none, batchSize: Int? = nil) {
@@ -49,7 +51,33 @@ public final class Classifier {
                             tta: TestTimeAugmentation = .none, batchSize: Int? = nil) throws -> Classifier {
         let net = try RunModel.load(checkpoint, config: config, configPath: configPath, settings: settings)
         net.setTraining(false)
-        return Classifier(net: net, config: config, tta: tta, batchSize: batchSize)
+        let classifier = Classifier(net: net, config: config, tta: tta, batchSize: batchSize)
+        if settings.fusedInference { classifier.useFusedInference() }
+        return classifier
+    }
+
+    /// Probabilities from now on through `FusedInference` (BatchNorm folded into the convolutions, oneDNN
+    /// post-ops, no training buffers), made from `net`'s weights as they are now: for a network that no
+    /// longer changes (a loaded checkpoint), never during training. Where it cannot be made (the native
+    /// backend) the plain forward stays. CAMs and input gradients still run on `net`.
+    public func useFusedInference() {
+        fused = nil
+        guard net.engine.backend == .onednn else { return }
+        do { fused = try FusedInference(net) } catch {
+            FileHandle.standardError.write(Data("disttrain: fused inference unavailable (\(error)); using the plain forward\n".utf8))
+        }
+    }
+
+    /// The logits of x, normalised (N, inChannels, size, size), in eval mode: the fused forward when there
+    /// is one. Should oneDNN refuse a shape there, it says so once on stderr and the plain forward takes over.
+    func logits(_ x: Tensor) -> Tensor {
+        if let f = fused {
+            do { return try f.logits(x) } catch {
+                FileHandle.standardError.write(Data("disttrain: fused inference unavailable (\(error)); using the plain forward\n".utf8))
+                fused = nil
+            }
+        }
+        return net.forward(x)
     }
 
     // MARK: the decision rule
@@ -93,7 +121,7 @@ public final class Classifier {
         let wasTraining = net.training
         net.setTraining(false)
         defer { net.setTraining(wasTraining) }
-        return (tta ?? self.tta).probabilities(net, x)
+        return (tta ?? self.tta).probabilities(x, logits)
     }
 
     /// How the images of `dataset` become this network's input (its resolution,
@@ -144,15 +172,18 @@ public final class Classifier {
 public enum TestTimeAugmentation: String, Codable, CaseIterable, Sendable {
     case none, flip
 
-    /// Softmax probabilities of each image of x (N, C, H, W), averaged with its
-    /// left-right mirror's for `.flip`. `Classifier.probabilities` is the caller.
-    public func probabilities(_ net: ResNet, _ x: Tensor) -> [[Float]] {
-        let plain = softmax(net.forward(x))
+    /// `probabilities(x, forward)` with `net`'s plain eval-mode forward.
+    public func probabilities(_ net: ResNet, _ x: Tensor) -> [[Float]] { probabilities(x, net.forward) }
+
+    /// Softmax probabilities of each image of x (N, C, H, W), averaged with its left-right mirror's for
+    /// `.flip`; `forward` gives a batch's logits. `Classifier.probabilities` is the caller.
+    public func probabilities(_ x: Tensor, _ forward: (Tensor) -> Tensor) -> [[Float]] {
+        let plain = softmax(forward(x))
         guard self == .flip else { return plain }
         let mirror = Tensor(x.shape)
         let W = x.shape[3], rows = x.count / W
         for r in 0..<rows { for c in 0..<W { mirror.data[r * W + c] = x.data[r * W + W - 1 - c] } }
-        let flipped = softmax(net.forward(mirror))
+        let flipped = softmax(forward(mirror))
         return zip(plain, flipped).map { a, b in zip(a, b).map { ($0 + $1) / 2 } }
     }
 }

@@ -36,6 +36,7 @@ public enum EvalStage {
         let evaluator = try Evaluator(config: config, comm: comm, engine: engine)
         if comm.isRoot { try Checkpoint.load(checkpoint, into: evaluator.net) }
         ReplicaSync.broadcastModel(evaluator.net, comm)
+        if settings.fusedInference { evaluator.classifier.useFusedInference() }
         // Every rank holds every score after the all-reduce, so all of them refuse alike.
         func finite(_ r: Evaluator.Result, _ split: Split) throws -> Evaluator.Result {
             if let e = evaluator.nonFiniteError(r, split, checkpoint: checkpoint) { throw e }

@@ -14,9 +14,14 @@ public struct EngineSettings: Sendable, Equatable {
     public var profiling = false
     /// bench --gemm-columns (native backend tuning); nil: the engine's default.
     public var gemmColumns: Int?
+    /// Inference from a checkpoint (eval, eval --data, predict) on the fused path (`FusedInference`: BatchNorm
+    /// folded, oneDNN post-ops), where the backend is oneDNN; DISTTRAIN_INFERENCE=plain runs the training
+    /// network's eval-mode forward instead (the reference the fused path is compared with).
+    public var fusedInference: Bool
 
-    public init(threads: Int = 1, backend: ConvBackend = .fromEnvironment()) {
-        self.threads = threads; self.backend = backend
+    public init(threads: Int = 1, backend: ConvBackend = .fromEnvironment(),
+                fusedInference: Bool = ProcessInfo.processInfo.environment["DISTTRAIN_INFERENCE"] != "plain") {
+        self.threads = threads; self.backend = backend; self.fusedInference = fusedInference
     }
 
     /// The engine for a network computing in `precision`; bf16 on a CPU without
