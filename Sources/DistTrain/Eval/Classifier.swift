@@ -145,24 +145,37 @@ public final class Classifier {
     /// The normalised batch (images.count, inChannels, size, size) of `images`
     /// (each through `input`). Needs the configuration's mean and std.
     public func tensor(_ images: [RasterImage]) -> Tensor {
-        guard let maker = imageMaker else { preconditionFailure("a classifier of images needs the run's mean and std") }
         let x = Tensor([images.count, inChannels, size, size])
+        fill(x, images[...])
+        return x
+    }
+
+    /// `tensor(images)` into x, on the calling thread.
+    func fill(_ x: Tensor, _ images: ArraySlice<RasterImage>) {
+        guard let maker = imageMaker else { preconditionFailure("a classifier of images needs the run's mean and std") }
+        x.resize([images.count, inChannels, size, size])
         for (k, image) in images.enumerated() {
             input(image).pixels.withUnsafeBufferPointer { maker.fill(x, slot: k, bytes: $0.baseAddress!, aug: .identity) }
         }
         if lungField { maker.keepLungField(x) }
-        return x
     }
 
-    /// Probabilities of images of any size, gray or RGB, `batchSize` at a time.
+    /// Probabilities of images of any size, gray or RGB, `batchSize` at a time: the next batch is resized and
+    /// normalised on another thread while this one runs forward (BatchPrefetcher, as training's batches).
     public func probabilities(of images: [RasterImage], tta: TestTimeAugmentation? = nil) -> [[Float]] {
         var out: [[Float]] = []
         out.reserveCapacity(images.count)
-        var start = 0
-        while start < images.count {
-            let end = min(start + batchSize, images.count)
-            out += probabilities(tensor(Array(images[start..<end])), tta: tta)
-            start = end
+        let starts = Array(stride(from: 0, to: images.count, by: batchSize))
+        let batches = BatchPrefetcher()
+        func prefetch(_ k: Int) {
+            let part = images[starts[k]..<min(starts[k] + batchSize, images.count)]
+            batches.start { [self] x in fill(x, part); return [] }
+        }
+        if !starts.isEmpty { prefetch(0) }
+        for k in starts.indices {
+            guard let (x, _) = try? batches.take() else { preconditionFailure("filling a batch of images does not throw") }
+            if k + 1 < starts.count { prefetch(k + 1) }
+            out += probabilities(x, tta: tta)
         }
         return out
     }

@@ -12,7 +12,8 @@ public final class Evaluator {
     public let batchMaker: BatchMaker
     let comm: Communicator
     let seed: UInt64
-    let x = Tensor()
+    /// The next batch is read, resized and normalised on another thread while this one runs forward.
+    let batches = BatchPrefetcher()
 
     /// A split's metrics with every sample's label and class-1 score (for ROC curves).
     public struct Result: Sendable {
@@ -40,10 +41,16 @@ public final class Evaluator {
         var scores = [Double](repeating: 0, count: n), preds = [Double](repeating: 0, count: n)
         var losses = [Double](repeating: 0, count: n)
         let mine = (0..<n).filter { $0 % comm.size == comm.rank }
-        var start = 0
-        while start < mine.count {
-            let chunk = Array(mine[start..<min(start + classifier.batchSize, mine.count)])
-            let labels = try batchMaker.batch(dataset, chunk.map { indices[$0] }, into: x, seed: seed, augmentEpoch: nil)
+        let chunks = stride(from: 0, to: mine.count, by: classifier.batchSize).map { Array(mine[$0..<min($0 + classifier.batchSize, mine.count)]) }
+        let (maker, data, seed) = (batchMaker, dataset, self.seed)
+        func prefetch(_ k: Int) {
+            let files = chunks[k].map { indices[$0] }
+            batches.start { try maker.batch(data, files, into: $0, seed: seed, augmentEpoch: nil, parallel: false) }
+        }
+        if !chunks.isEmpty { prefetch(0) }
+        for (k, chunk) in chunks.enumerated() {
+            let (x, labels) = try batches.take()
+            if k + 1 < chunks.count { prefetch(k + 1) }
             transform?(x)
             let probs = classifier.probabilities(x, tta: tta)
             for (j, pos) in chunk.enumerated() {
@@ -52,7 +59,6 @@ public final class Evaluator {
                 preds[pos] = Double(Classifier.decide(p))
                 losses[pos] = -log(max(Double(p[labels[j]]), 1e-30))
             }
-            start += chunk.count
         }
         comm.allreduceSum(&scores); comm.allreduceSum(&preds); comm.allreduceSum(&losses)
         let labels = indices.map { dataset.labels[$0] }
