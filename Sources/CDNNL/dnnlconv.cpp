@@ -319,10 +319,11 @@ const char *dt_dnnl_error(void) { return lastError.c_str(); }
 // MARK: fused inference (see include/dnnlconv.h)
 
 namespace {
-/// The activation layout between fused layers: bf16 NHWC, or fp32 nChw16c (C a multiple of 16).
-memory::desc activation(int N, int C, int H, int W, int bf16) {
-    if (bf16) return memory::desc({N, C, H, W}, dt::bf16, tag::nhwc);
-    if (C % 16) throw std::runtime_error("an fp32 activation needs a multiple of 16 channels, got " + std::to_string(C));
+/// The activation layout between fused layers (the mode): 1 bf16 NHWC, 0 fp32 nChw16c (C a multiple of 16), 2 fp32 NHWC.
+memory::desc activation(int N, int C, int H, int W, int mode) {
+    if (mode == 1) return memory::desc({N, C, H, W}, dt::bf16, tag::nhwc);
+    if (mode == 2) return memory::desc({N, C, H, W}, dt::f32, tag::nhwc);
+    if (C % 16) throw std::runtime_error("a blocked fp32 activation needs a multiple of 16 channels, got " + std::to_string(C));
     return memory::desc({N, C, H, W}, dt::f32, tag::nChw16c);
 }
 
@@ -338,7 +339,7 @@ struct FusedEntry {
 
 struct dt_dnnl_fused {
     bool pool;
-    int C, OC, K, stride, pad, bf16, sum, relu;
+    int C, OC, K, stride, pad, mode, sum, relu;
     std::vector<float> w, b;
     std::vector<std::unique_ptr<FusedEntry>> entries;  // most recent first
     std::string impl;
@@ -355,8 +356,9 @@ struct dt_dnnl_fused {
         auto e = std::make_unique<FusedEntry>();
         e->N = N; e->H = H; e->W = W; e->xPlain = xPlain;
         int OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
-        memory::desc userX = xPlain ? memory::desc({N, C, H, W}, dt::f32, tag::nchw) : activation(N, C, H, W, bf16);
-        memory::desc y = activation(N, OC, OH, OW, bf16);
+        memory::desc userX = xPlain ? memory::desc({N, C, H, W}, dt::f32, tag::nchw) : activation(N, C, H, W, mode);
+        memory::desc y = activation(N, OC, OH, OW, mode);
+        bool bf16 = mode == 1;
         memory::desc srcMD = userX;
         memory::dims strides{stride, stride}, padding{pad, pad};
         if (pool) {
@@ -420,19 +422,19 @@ struct dt_dnnl_fused {
 extern "C" {
 
 dt_dnnl_fused *dt_dnnl_fused_conv_new(int C, int OC, int K, int stride, int pad, const float *w, const float *b,
-                                      int bf16, int sum, int relu) {
+                                      int mode, int sum, int relu) {
     auto *f = new dt_dnnl_fused();
     f->pool = false;
-    f->C = C; f->OC = OC; f->K = K; f->stride = stride; f->pad = pad; f->bf16 = bf16; f->sum = sum; f->relu = relu;
+    f->C = C; f->OC = OC; f->K = K; f->stride = stride; f->pad = pad; f->mode = mode; f->sum = sum; f->relu = relu;
     f->w.assign(w, w + size_t(OC) * C * K * K);
     f->b.assign(b, b + OC);
     return f;
 }
 
-dt_dnnl_fused *dt_dnnl_fused_maxpool_new(int C, int K, int stride, int pad, int bf16) {
+dt_dnnl_fused *dt_dnnl_fused_maxpool_new(int C, int K, int stride, int pad, int mode) {
     auto *f = new dt_dnnl_fused();
     f->pool = true;
-    f->C = C; f->OC = C; f->K = K; f->stride = stride; f->pad = pad; f->bf16 = bf16; f->sum = 0; f->relu = 0;
+    f->C = C; f->OC = C; f->K = K; f->stride = stride; f->pad = pad; f->mode = mode; f->sum = 0; f->relu = 0;
     return f;
 }
 
@@ -452,11 +454,11 @@ int dt_dnnl_fused_run(dt_dnnl_fused *f, int N, int H, int W, const void *x, int 
     });
 }
 
-int dt_dnnl_fused_plain(int N, int C, int H, int W, int bf16, const void *x, float *y) {
+int dt_dnnl_fused_plain(int N, int C, int H, int W, int mode, const void *x, float *y) {
     return guarded("reorder", [&] {
         auto &eng = cpuEngine();
         auto &s = cpuStream();
-        memory from(activation(N, C, H, W, bf16), eng, const_cast<void *>(x));
+        memory from(activation(N, C, H, W, mode), eng, const_cast<void *>(x));
         memory to(memory::desc({N, C, H, W}, dt::f32, tag::nchw), eng, y);
         reorder(from, to).execute(s, from, to);
         s.wait();

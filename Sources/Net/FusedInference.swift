@@ -11,7 +11,8 @@ import Foundation
 //                                     nothing after the add);
 //   max pool                          oneDNN pooling;
 //   global average pool -> linear     the head, here in fp32.
-// Activations stay in one layout (bf16 NHWC in bf16, fp32 nChw16c in fp32) in
+// Activations stay in one layout (bf16 NHWC in bf16, fp32 nChw16c in fp32, NHWC for widths
+// that are not multiples of 16) in
 // a few buffers reused by liveness, with no gradient or statistics buffers and
 // no BatchNorm pass. In bf16 every activation is stored as bfloat16 (PyTorch's
 // CPU autocast keeps convolution outputs so); in fp32 it computes the function
@@ -29,6 +30,9 @@ public struct FusedInferenceError: Error, CustomStringConvertible {
 public final class FusedInference {
     /// bf16 operands and activations (the run's precision), else fp32.
     public let bf16: Bool
+    /// The activations' layout (CDNNL's mode): 1 bf16 NHWC; in fp32 0, oneDNN's blocked nChw16c, where every
+    /// channel count is a multiple of 16 (every torchvision width), else 2, NHWC.
+    private var mode: Int32 = 0
     public let inChannels: Int
     public let numClasses: Int
 
@@ -124,7 +128,7 @@ public final class FusedInference {
         // The head (global pool, linear) reads it in fp32.
         let last = shapes[finalBuffer], C = finalChannels
         plain.resize([N, C, last.H, last.W])
-        if dt_dnnl_fused_plain(Int32(N), Int32(C), Int32(last.H), Int32(last.W), bf16 ? 1 : 0, buffers[finalBuffer], plain.data) != 0 {
+        if dt_dnnl_fused_plain(Int32(N), Int32(C), Int32(last.H), Int32(last.W), mode, buffers[finalBuffer], plain.data) != 0 {
             throw FusedInferenceError(String(cString: dt_dnnl_error()))
         }
         return plain
@@ -184,6 +188,11 @@ public final class FusedInference {
         guard let fc = linear, fc.out == logits, let last = nodes.last, let w = g.constants[fc.weight], let b = g.constants[fc.bias]
         else { throw FusedInferenceError("the graph does not end in global pool, flatten, linear") }
         fcWeight = w.values; fcBias = b.values
+        let blocked = nodes.allSatisfy { n in
+            if case .conv(_, let wName, _, _, _, _, _) = n.kind { return (g.constants[wName]?.shape.first ?? 0) % 16 == 0 }
+            return true
+        }
+        mode = bf16 ? 1 : blocked ? 0 : 2
 
         // Buffers by liveness: a tensor's buffer is free after its last use; a sum takes over its shortcut's buffer.
         var uses: [String: Int] = [:]
@@ -216,12 +225,12 @@ public final class FusedInference {
                 handle = wc.values.withUnsafeBufferPointer { w in
                     bc.values.withUnsafeBufferPointer { b in
                         dt_dnnl_fused_conv_new(Int32(C), Int32(OC), Int32(k), Int32(s), Int32(p), w.baseAddress, b.baseAddress,
-                                               bf16 ? 1 : 0, n.sum == nil ? 0 : 1, n.relu ? 1 : 0)
+                                               mode, n.sum == nil ? 0 : 1, n.relu ? 1 : 0)
                     }
                 }
             case .maxPool(_, let k, let s, let p, _):
                 (OC, K, stride, pad) = (C, k, s, p)
-                handle = dt_dnnl_fused_maxpool_new(Int32(C), Int32(k), Int32(s), Int32(p), bf16 ? 1 : 0)
+                handle = dt_dnnl_fused_maxpool_new(Int32(C), Int32(k), Int32(s), Int32(p), mode)
             default: preconditionFailure("only convolutions and pools are nodes")
             }
             channels[n.output] = OC

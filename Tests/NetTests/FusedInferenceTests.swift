@@ -174,7 +174,7 @@ final class FusedInferenceTests: XCTestCase {
         XCTAssertThrowsError(try FusedInference(g, logits: logits, inChannels: 1, numClasses: 2, bf16: false))
     }
 
-    /// ResNet-18 and ResNet-50 (small widths), with BatchNorm statistics and affine parameters away from the
+    /// ResNet-18 and ResNet-50 (small widths, one not a multiple of 16), with BatchNorm statistics and affine parameters away from the
     /// identity: the fused logits against the plain eval-mode forward of the same weights. Both compute the same
     /// function; the per-layer bounds above are of the order 1e-5 (fp32) and 1e-2 (bf16) of a layer's absolute
     /// terms, so over the ~20-50 layers of these networks (BatchNorm keeps each layer's gain near 1) the
@@ -182,9 +182,10 @@ final class FusedInferenceTests: XCTestCase {
     /// the logits' scale, leave that room; a wiring error (a missed ReLU, a shortcut added twice or not at
     /// all, a wrong stride) moves the logits by their own scale.
     func testNetworksMatchThePlainForward() throws {
-        for arch in [Arch.resnet18, .resnet50] {
+        // Width 12: fp32 activations NHWC instead of blocked (channel counts not multiples of 16).
+        for (arch, width) in [(Arch.resnet18, 16), (.resnet50, 16), (.resnet18, 12)] {
             for precision in BF16.supported ? [Precision.fp32, .bf16] : [.fp32] {
-                let net = ResNet(ResNetConfig(arch: arch, inChannels: 1, numClasses: 3, width: 16),
+                let net = ResNet(ResNetConfig(arch: arch, inChannels: 1, numClasses: 3, width: width),
                                  engine: Engine(backend: .onednn, precision: precision, threads: 2))
                 fillFormula(net)
                 let x = Tensor([3, 1, 40, 40], values: formulaValues(3 * 1600, salt: 31, scale: 2, offset: -1))

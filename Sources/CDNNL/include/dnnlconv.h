@@ -53,24 +53,24 @@ const char *dt_dnnl_error(void);
 // A network's eval-mode forward with each BatchNorm already folded into its
 // convolution: y = relu?(conv(x, w) + b (+ y's previous contents when `sum`)),
 // forward_inference primitives, weights converted once per shape. Activations
-// stay in one layout between layers: bf16 NHWC (uint16) when `bf16`, else fp32
-// nChw16c (oneDNN's blocked AVX-512 layout; channels a multiple of 16). Only
-// the network's input is plain (fp32 NCHW, `x_plain`) and only the last map
-// leaves the layout (dt_dnnl_fused_plain).
+// stay in one layout between layers, the `mode`: 1 bf16 NHWC (uint16); 0 fp32
+// nChw16c (oneDNN's blocked AVX-512 layout; every channel count a multiple of
+// 16); 2 fp32 NHWC. Only the network's input is plain (fp32 NCHW, `x_plain`)
+// and only the last map leaves the layout (dt_dnnl_fused_plain).
 
 typedef struct dt_dnnl_fused dt_dnnl_fused;
 
 /// A folded convolution: w (OC, C, K, K) and b (OC) plain fp32, copied. `sum`: add y's previous contents
 /// (a residual shortcut already in y) before the ReLU.
 dt_dnnl_fused *dt_dnnl_fused_conv_new(int C, int OC, int K, int stride, int pad, const float *w, const float *b,
-                                      int bf16, int sum, int relu);
+                                      int mode, int sum, int relu);
 /// Max pooling over square windows (padding counts as -infinity).
-dt_dnnl_fused *dt_dnnl_fused_maxpool_new(int C, int K, int stride, int pad, int bf16);
+dt_dnnl_fused *dt_dnnl_fused_maxpool_new(int C, int K, int stride, int pad, int mode);
 void dt_dnnl_fused_free(dt_dnnl_fused *f);
 /// Runs the layer on x (N, C, H, W) into y. `x_plain`: x is fp32 NCHW (the network's input), else the activation layout.
 int dt_dnnl_fused_run(dt_dnnl_fused *f, int N, int H, int W, const void *x, int x_plain, void *y);
-/// An activation (N, C, H, W) in the layout of `bf16` to plain fp32 NCHW.
-int dt_dnnl_fused_plain(int N, int C, int H, int W, int bf16, const void *x, float *y);
+/// An activation (N, C, H, W) in the layout of `mode` to plain fp32 NCHW.
+int dt_dnnl_fused_plain(int N, int C, int H, int W, int mode, const void *x, float *y);
 /// The oneDNN implementation of the layer's last shape (e.g. "jit:avx512_core_bf16").
 const char *dt_dnnl_fused_impl(dt_dnnl_fused *f);
 
