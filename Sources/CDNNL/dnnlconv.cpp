@@ -329,6 +329,7 @@ memory::desc activation(int N, int C, int H, int W, int mode) {
 
 struct FusedEntry {
     int N, H, W, xPlain;
+    std::string impl;               // the implementation oneDNN chose for this shape
     std::unique_ptr<primitive> run;
     memory src, dst;                // the caller's x (in its layout) and y, handles set per call
     memory srcInner;                // x in the primitive's layout when the caller's differs
@@ -342,7 +343,6 @@ struct dt_dnnl_fused {
     int C, OC, K, stride, pad, mode, sum, relu;
     std::vector<float> w, b;
     std::vector<std::unique_ptr<FusedEntry>> entries;  // most recent first
-    std::string impl;
 
     FusedEntry &entry(int N, int H, int W, int xPlain) {
         for (size_t i = 0; i < entries.size(); i++) {
@@ -366,7 +366,7 @@ struct dt_dnnl_fused {
                                            padding, padding);
             auto pd = pooling_forward::primitive_desc(d, eng);
             e->run.reset(new pooling_forward(pd));
-            impl = pd.impl_info_str();
+            e->impl = pd.impl_info_str();
         } else {
             dt op = bf16 ? dt::bf16 : dt::f32;
             // The network's input (1 or 3 plain channels) goes in the layout oneDNN picks for it.
@@ -377,15 +377,15 @@ struct dt_dnnl_fused {
             if (sum) ops.append_sum(1.0f);
             if (relu) ops.append_eltwise(1.0f, algorithm::eltwise_relu, 0.0f, 0.0f);
             attr.set_post_ops(ops);
-            // fp32 3x3 stride-1 layers as Winograd where training uses it (the same rule), direct where
-            // oneDNN has no Winograd kernel for these post-ops and layouts.
+            // fp32 3x3 stride-1 layers as training runs them (the same rule: convolution_auto, so oneDNN may
+            // take Winograd), the rest direct; direct also where oneDNN refuses auto for these post-ops and layouts.
             auto tiles = [](int n) { return double(n) / (double((n + 3) / 4) * 4); };
             bool winograd = !bf16 && K == 3 && stride == 1 && tiles(OH) * tiles(OW) >= 0.6;
             convolution_forward::primitive_desc pd;
             bool made = false;
             if (winograd) {
                 try {
-                    auto d = convolution_forward::desc(prop_kind::forward_inference, algorithm::convolution_winograd, src, wAny,
+                    auto d = convolution_forward::desc(prop_kind::forward_inference, algorithm::convolution_auto, src, wAny,
                                                        bMD, y, strides, padding, padding);
                     pd = convolution_forward::primitive_desc(d, attr, eng);
                     made = true;
@@ -398,7 +398,7 @@ struct dt_dnnl_fused {
             }
             srcMD = pd.src_desc();
             e->run.reset(new convolution_forward(pd));
-            impl = pd.impl_info_str();
+            e->impl = pd.impl_info_str();
             auto &s = cpuStream();
             memory userW(memory::desc({OC, C, K, K}, dt::f32, tag::oihw), eng, w.data());
             e->weights = memory(pd.weights_desc(), eng);
@@ -465,6 +465,6 @@ int dt_dnnl_fused_plain(int N, int C, int H, int W, int mode, const void *x, flo
     });
 }
 
-const char *dt_dnnl_fused_impl(dt_dnnl_fused *f) { return f->impl.c_str(); }
+const char *dt_dnnl_fused_impl(dt_dnnl_fused *f) { return f->entries.empty() ? "" : f->entries[0]->impl.c_str(); }
 
 }  // extern "C"

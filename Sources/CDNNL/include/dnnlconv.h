@@ -71,7 +71,7 @@ void dt_dnnl_fused_free(dt_dnnl_fused *f);
 int dt_dnnl_fused_run(dt_dnnl_fused *f, int N, int H, int W, const void *x, int x_plain, void *y);
 /// An activation (N, C, H, W) in the layout of `mode` to plain fp32 NCHW.
 int dt_dnnl_fused_plain(int N, int C, int H, int W, int mode, const void *x, float *y);
-/// The oneDNN implementation of the layer's last shape (e.g. "jit:avx512_core_bf16").
+/// The oneDNN implementation of the shape the layer ran last (e.g. "jit:avx512_core_bf16"); "" before its first run.
 const char *dt_dnnl_fused_impl(dt_dnnl_fused *f);
 
 #ifdef __cplusplus

@@ -105,7 +105,9 @@ struct Predict: ParsableCommand {
             let img = classifier.input(input.image), x = classifier.tensor([img])
             let gray = img.pixels.map { Float($0) / 255 }
             for kind in kinds {
-                let m = explainer.explain(x, method: kind).maps
+                // The class predictions.csv names (the fused forward's), not the plain forward's argmax, which may
+                // differ by rounding near p = 0.5.
+                let m = explainer.explain(x, method: kind, target: .classIndex(Classifier.decide(p))).maps
                 maps[kind.rawValue, default: []] += m
                 let rgb = RasterImage(width: S, height: S, channels: 3, pixels: overlay(gray: gray, cam: m))
                 try rgb.writePNG("\(out)/\(input.stem)-\(kind.rawValue).png")

@@ -115,7 +115,7 @@ public enum RunModel {
     /// names; an error naming config.json when this CPU cannot run it.
     public static func engine(_ config: TrainConfig, configPath: String, settings: EngineSettings) throws -> Engine {
         do { return try settings.engine(config.precision) } catch {
-            throw RuntimeError("'\(configPath)': the run's precision is \(config.precision.rawValue): \(error)")
+            throw RuntimeError("'\(configPath)': computing in \(config.precision.rawValue) (the run's precision, or --precision): \(error)")
         }
     }
 
