@@ -24,7 +24,9 @@ import Foundation
 /// Why a network cannot run fused: a graph this compiler does not know, or oneDNN refused a primitive.
 public struct FusedInferenceError: Error, CustomStringConvertible {
     public let description: String
-    init(_ d: String) { description = d }
+    /// A refusal by design (weights out of the range the fused path is for), not a failure worth a message.
+    public let expected: Bool
+    init(_ d: String, expected: Bool = false) { description = d; self.expected = expected }
 }
 
 public final class FusedInference {
@@ -143,7 +145,15 @@ public final class FusedInference {
         var sum: String?       // the shortcut this convolution adds onto (and writes over)
     }
 
+    /// Folded weights and biases beyond this magnitude (a trained ResNet's are below 100) are left to the plain
+    /// forward: oneDNN's ReLU turns a NaN into 0, so an overflow inside the fused network could end in finite,
+    /// wrong logits, where the plain forward's stay non-finite and eval and predict refuse them.
+    public static let weightLimit: Float = 1e6
+
     private func compile(_ g: Recorder, logits: String) throws {
+        for (name, c) in g.constants where !c.values.allSatisfy({ $0.isFinite && abs($0) <= Self.weightLimit }) {
+            throw FusedInferenceError("'\(name)' holds values beyond \(Self.weightLimit) in magnitude", expected: true)
+        }
         // Readers of each tensor, and the last operation that reads it, to know what a fusion may overwrite or drop.
         var readers: [String: Int] = [:], lastReader: [String: Int] = [:]
         for (i, op) in g.ops.enumerated() { for t in op.inputs { readers[t, default: 0] += 1; lastReader[t] = i } }

@@ -166,6 +166,23 @@ final class FusedInferenceTests: XCTestCase {
         }
     }
 
+    /// Weights beyond FusedInference.weightLimit (which could overflow inside, where oneDNN's ReLU would hide the
+    /// NaN) are left to the plain forward.
+    func testRefusesWeightsOutOfRange() {
+        let stem = conv(1, 16, 3, stride: 1, pad: 1, salt: 25)
+        var huge = stem
+        huge.w[0] = 3e38
+        for (c, refused) in [(stem, false), (huge, true)] {
+            let (g, logits) = graph({ g in g.relu(emit(g, c, "input", "stem"), named: "r") }, channels: 16)
+            do {
+                _ = try FusedInference(g, logits: logits, inChannels: 1, numClasses: 2, bf16: false)
+                XCTAssertFalse(refused)
+            } catch let e as FusedInferenceError {
+                XCTAssertTrue(refused && e.expected, "\(e)")
+            } catch { XCTFail("\(error)") }
+        }
+    }
+
     /// A shortcut that is read after its add cannot be written over: refused, not computed wrong.
     func testRefusesAGraphItCannotFuse() {
         let c = conv(16, 16, 3, stride: 1, pad: 1, salt: 21), stem = conv(1, 16, 3, stride: 1, pad: 1, salt: 23)

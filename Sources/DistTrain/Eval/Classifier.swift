@@ -63,7 +63,9 @@ public final class Classifier {
     public func useFusedInference() {
         fused = nil
         guard net.engine.backend == .onednn else { return }
-        do { fused = try FusedInference(net) } catch {
+        do { fused = try FusedInference(net) } catch let e as FusedInferenceError where e.expected {
+            // Weights out of the fused path's range: the plain forward, silently (it refuses what overflows).
+        } catch {
             FileHandle.standardError.write(Data("disttrain: fused inference unavailable (\(error)); using the plain forward\n".utf8))
         }
     }
